@@ -1,0 +1,334 @@
+"""Per-user item sequences, vocabulary, leave-one-out split, and the preprocessing cache.
+
+Conventions (documented in the README):
+- **Order and tie-break.** Each user's interactions are sorted by timestamp with a *stable* sort, so rows
+  with equal timestamps keep the order in which they appear in the input file (`tie_break="file"`,
+  the default, which preserves the order of already-sequenced logs such as the SASRec ML-1M files), or
+  by item id (`tie_break="item"`: numeric ids numerically, otherwise as strings).
+- **k-core.** Optional: users and items with fewer than `kcore` interactions are dropped, repeatedly,
+  until none is left.
+- **Vocabulary.** Index 0 is padding; items get 1..n_items in ascending id order (numeric ids
+  numerically), so indices do not depend on row order.
+- **Split (leave-one-out).** For users with ≥ 3 interactions: last item = test target, second-to-last =
+  validation target, the rest = training. Users with fewer than 3 interactions are training-only.
+- **Context.** Models see the most recent `n_ctx` items before the target (left-padded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from circuits.data.readers import LogSpec, file_digest_inputs, read_log
+from circuits.errors import UserError
+
+PAD_ID = "<pad>"
+CACHE_VERSION = 1
+TIE_BREAKS = ("file", "item")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    kcore: int = 0
+    tie_break: str = "file"
+
+    def __post_init__(self) -> None:
+        if self.tie_break not in TIE_BREAKS:
+            raise UserError(f"unknown tie-break {self.tie_break!r} (one of {', '.join(TIE_BREAKS)})")
+        if self.kcore < 0:
+            raise UserError(f"--kcore must be 0 or more, got {self.kcore}")
+
+
+@dataclass
+class EvalSplit:
+    """Evaluation examples of one split: one row per user with ≥ 3 interactions.
+
+    `history` [n_users, n_ctx] is left-padded; `seen_ptr`/`seen_items` (CSR) list every item of the user's
+    full history before the target (not only the last n_ctx), for the "seen items excluded" policy;
+    `touched_*` (CSR) lists every item the user ever interacted with (for sampled negatives).
+    """
+
+    name: str
+    users: np.ndarray  # int64 [n] row index into SequenceDataset.user_ids
+    history: np.ndarray  # int64 [n, n_ctx]
+    target: np.ndarray  # int64 [n]
+    seen_ptr: np.ndarray
+    seen_items: np.ndarray
+    touched_ptr: np.ndarray
+    touched_items: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+@dataclass
+class SequenceDataset:
+    """Time-ordered item sequences with their vocabulary and titles (CSR layout: `offsets`, `items`)."""
+
+    name: str
+    item_ids: np.ndarray  # str [d_vocab]; [0] = "<pad>"
+    titles: np.ndarray  # str [d_vocab]
+    user_ids: np.ndarray  # str [n_users]
+    offsets: np.ndarray  # int64 [n_users + 1]
+    items: np.ndarray  # int64 [n_interactions], vocabulary indices
+    timestamps: np.ndarray  # float64 [n_interactions]
+    info: dict = field(default_factory=dict)
+
+    # --- sizes --------------------------------------------------------------------------------------
+    @property
+    def d_vocab(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids) - 1
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @property
+    def fingerprint(self) -> str:
+        """Content hash of the processed data; a checkpoint is only valid for data with the same one."""
+        h = hashlib.sha256()
+        for a in (self.offsets, self.items, self.timestamps):
+            h.update(np.ascontiguousarray(a).tobytes())
+        h.update("\x1f".join(self.item_ids).encode())
+        h.update("\x1f".join(self.user_ids).encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def has_repeats(self) -> bool:
+        """Does any user interact with the same item twice? (Decides the default seen-item policy.)"""
+        user = np.repeat(np.arange(self.n_users), self.lengths)
+        pairs = user.astype(np.int64) * self.d_vocab + self.items
+        return len(np.unique(pairs)) < len(pairs)
+
+    def summary(self) -> dict:
+        lengths = self.lengths
+        return {
+            "name": self.name,
+            "users": int(self.n_users),
+            "items": int(self.n_items),
+            "interactions": int(len(self.items)),
+            "median_length": float(np.median(lengths)) if len(lengths) else 0.0,
+            "max_length": int(lengths.max()) if len(lengths) else 0,
+            "eval_users": int((lengths >= 3).sum()),
+            "has_repeats": bool(self.has_repeats),
+            "fingerprint": self.fingerprint,
+        }
+
+    # --- lookups ------------------------------------------------------------------------------------
+    def user_index(self, user_id: str) -> int:
+        hits = np.flatnonzero(self.user_ids == str(user_id))
+        if len(hits) == 0:
+            raise UserError(f"unknown sequence id {user_id!r} (ids are user ids as in the log, e.g. {self.user_ids[0]!r})")
+        return int(hits[0])
+
+    def sequence(self, user_id: str) -> pd.DataFrame:
+        """One user's full sequence with titles: position, item_id, title, timestamp, split."""
+        u = self.user_index(user_id)
+        lo, hi = self.offsets[u], self.offsets[u + 1]
+        idx = self.items[lo:hi]
+        split = np.array(["train"] * (hi - lo), dtype=object)
+        if hi - lo >= 3:
+            split[-2:] = ["valid", "test"]
+        return pd.DataFrame(
+            {
+                "position": np.arange(hi - lo),
+                "item": idx,
+                "item_id": self.item_ids[idx],
+                "title": self.titles[idx],
+                "timestamp": self.timestamps[lo:hi],
+                "split": split,
+            }
+        )
+
+    def train_counts(self) -> np.ndarray:
+        """Occurrences of each item in the training part of all sequences: int64 [d_vocab]."""
+        return np.bincount(self.items[self._train_mask()], minlength=self.d_vocab)
+
+    def _train_mask(self) -> np.ndarray:
+        lengths = self.lengths
+        held_out = np.where(lengths >= 3, 2, 0)
+        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lengths)
+        return pos < np.repeat(lengths - held_out, lengths)
+
+    def train_sequences(self) -> list[np.ndarray]:
+        mask = self._train_mask()
+        return [self.items[lo:hi][mask[lo:hi]] for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
+
+    def train_transitions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(previous item, next item) for every consecutive pair inside the training part."""
+        mask = self._train_mask()
+        same_user = np.repeat(np.arange(self.n_users), self.lengths)
+        ok = mask[1:] & mask[:-1] & (same_user[1:] == same_user[:-1])
+        return self.items[:-1][ok], self.items[1:][ok]
+
+    # --- model inputs -------------------------------------------------------------------------------
+    def train_windows(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training inputs and next-item targets, left-padded: int64 [n_train_users, n_ctx] each.
+
+        For a training part s (≥ 2 items): inputs = s[:-1][-n_ctx:], targets = s[1:][-n_ctx:]; target 0 =
+        padding (no loss).
+        """
+        seqs = [s for s in self.train_sequences() if len(s) >= 2]
+        inputs = np.zeros((len(seqs), n_ctx), dtype=np.int64)
+        targets = np.zeros((len(seqs), n_ctx), dtype=np.int64)
+        for r, s in enumerate(seqs):
+            x, y = s[:-1][-n_ctx:], s[1:][-n_ctx:]
+            inputs[r, n_ctx - len(x) :] = x
+            targets[r, n_ctx - len(y) :] = y
+        return inputs, targets
+
+    def eval_split(self, split: str, n_ctx: int) -> EvalSplit:
+        """Validation (`valid`: target = second-to-last item) or test (`test`: target = last item)."""
+        if split not in ("valid", "test"):
+            raise UserError(f"unknown split {split!r} (valid or test)")
+        back = 2 if split == "valid" else 1
+        users = np.flatnonzero(self.lengths >= 3)
+        history = np.zeros((len(users), n_ctx), dtype=np.int64)
+        target = np.empty(len(users), dtype=np.int64)
+        seen, touched = [], []
+        for r, u in enumerate(users):
+            full = self.items[self.offsets[u] : self.offsets[u + 1]]
+            h = full[: len(full) - back]
+            target[r] = full[len(full) - back]
+            w = h[-n_ctx:]
+            history[r, n_ctx - len(w) :] = w
+            seen.append(np.unique(h))
+            touched.append(np.unique(full))
+        seen_ptr, seen_items = _csr(seen)
+        touched_ptr, touched_items = _csr(touched)
+        return EvalSplit(split, users, history, target, seen_ptr, seen_items, touched_ptr, touched_items)
+
+
+def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum([len(r) for r in rows])
+    items = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, dtype=np.int64)
+    return ptr, items
+
+
+def _sorted_ids(ids: np.ndarray) -> np.ndarray:
+    """Unique ids in natural order: numerically if every id is an integer, else as strings."""
+    uniq = pd.unique(ids)
+    numeric = pd.to_numeric(pd.Series(uniq), errors="coerce")
+    if numeric.notna().all() and (numeric % 1 == 0).all():
+        return uniq[np.argsort(numeric.to_numpy(), kind="stable")]
+    return np.sort(uniq.astype(str))
+
+
+def kcore_filter(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Drop users and items with fewer than k interactions, repeatedly, until stable."""
+    while k > 0:
+        keep = (df.groupby("user")["item"].transform("size") >= k) & (
+            df.groupby("item")["user"].transform("size") >= k
+        )
+        if keep.all():
+            break
+        df = df[keep]
+    return df
+
+
+def build_dataset(
+    df: pd.DataFrame, titles: dict[str, str], name: str, pre: Preprocess = Preprocess()
+) -> SequenceDataset:
+    """Normal-form log (file order) → SequenceDataset, following the module's conventions."""
+    n_raw = len(df)
+    df = kcore_filter(df.reset_index(drop=True), pre.kcore)
+    if df.empty:
+        raise UserError(f"{name}: no interactions left after {pre.kcore}-core filtering (of {n_raw})")
+    item_ids = _sorted_ids(df["item"].to_numpy())
+    item_index = pd.Index(item_ids)
+    items = item_index.get_indexer(df["item"].to_numpy()) + 1
+    user_codes, user_ids = pd.factorize(df["user"], sort=False)  # users in order of first appearance
+    frame = pd.DataFrame({"u": user_codes, "t": df["timestamp"].to_numpy(), "i": items})
+    sort_keys = ["u", "t"] if pre.tie_break == "file" else ["u", "t", "i"]
+    frame = frame.sort_values(sort_keys, kind="stable")
+    lengths = np.bincount(frame["u"].to_numpy(), minlength=len(user_ids))
+    offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum(lengths)
+    all_ids = np.concatenate([[PAD_ID], item_ids.astype(str)]).astype(object)
+    all_titles = np.array([PAD_ID] + [titles.get(i, f"item {i}") for i in item_ids.astype(str)], dtype=object)
+    return SequenceDataset(
+        name=name,
+        item_ids=all_ids,
+        titles=all_titles,
+        user_ids=np.asarray(user_ids).astype(str).astype(object),
+        offsets=offsets,
+        items=frame["i"].to_numpy().astype(np.int64),
+        timestamps=frame["t"].to_numpy().astype(np.float64),
+        info={"rows_read": n_raw, "rows_kept": len(frame), **asdict(pre)},
+    )
+
+
+# --- cache ------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get("CIRCUITS_CACHE", Path.home() / ".cache" / "circuits")).expanduser()
+
+
+def _cache_key(spec: LogSpec, pre: Preprocess, name: str) -> str:
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(spec), asdict(pre), name], sort_keys=True).encode())
+    for p in file_digest_inputs(spec):
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:20]
+
+
+def save_dataset(ds: SequenceDataset, path: Path) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves a truncated cache entry."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp,
+        item_ids=ds.item_ids.astype(str),
+        titles=ds.titles.astype(str),
+        user_ids=ds.user_ids.astype(str),
+        offsets=ds.offsets,
+        items=ds.items,
+        timestamps=ds.timestamps,
+        meta=np.array(json.dumps({"name": ds.name, "info": ds.info})),
+    )
+    os.replace(tmp, path)
+
+
+def load_dataset_file(path: Path) -> SequenceDataset:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        return SequenceDataset(
+            name=meta["name"],
+            item_ids=z["item_ids"].astype(object),
+            titles=z["titles"].astype(object),
+            user_ids=z["user_ids"].astype(object),
+            offsets=z["offsets"],
+            items=z["items"],
+            timestamps=z["timestamps"],
+            info=meta["info"],
+        )
+
+
+def load_log_dataset(
+    spec: LogSpec, pre: Preprocess = Preprocess(), use_cache: bool = True, name: str | None = None
+) -> SequenceDataset:
+    """Read + preprocess a log, or load the cached result of exactly that (same files, same options)."""
+    name = name or Path(spec.path).name
+    path = cache_dir() / f"{_cache_key(spec, pre, name)}.npz"
+    if use_cache and path.exists():
+        return load_dataset_file(path)
+    df, titles = read_log(spec)
+    ds = build_dataset(df, titles, name=name, pre=pre)
+    ds.info["source"] = asdict(spec)
+    if use_cache:
+        save_dataset(ds, path)
+    return ds

@@ -1,0 +1,208 @@
+"""Attention-only transformer over item sequences, with TransformerLens names and hooks.
+
+Row-vector convention throughout (`x @ W`). No LayerNorm, no biases:
+
+    r_0     = W_E[x_t] + W_pos[t]
+    r_{l+1} = r_l + Σ_h A^{l,h} (r_l W_V^{l,h}) W_O^{l,h}
+    logits  = r_L @ W_U
+
+so the logits are a sum of linear terms given the attention patterns. `n_layers=0` is the same class with
+no blocks: logits = (W_E[x_t] + W_pos[t]) @ W_U, the bigram model.
+
+Padding contract: item index 0 is padding and sequences are **left**-padded. Positions are counted from
+the first real item (so a left-padded sequence sees exactly the positions of its unpadded self), padded
+keys are never attended to, and outputs at padded query positions are meaningless and must be ignored
+(their attention pattern is zero).
+"""
+
+from __future__ import annotations
+
+import math
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+from transformer_lens.FactoredMatrix import FactoredMatrix
+from transformer_lens.HookedRootModule import HookedRootModule
+from transformer_lens.hook_points import HookPoint
+
+from circuits.config import ModelConfig
+
+PAD = 0
+
+
+class Attention(nn.Module):
+    """Multi-head causal attention without biases; weights per head, TransformerLens shapes."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        shape_in = (cfg.n_heads, cfg.d_model, cfg.d_head)
+        self.W_Q = nn.Parameter(torch.empty(shape_in))
+        self.W_K = nn.Parameter(torch.empty(shape_in))
+        self.W_V = nn.Parameter(torch.empty(shape_in))
+        self.W_O = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_head, cfg.d_model))
+        self.hook_q = HookPoint()  # [batch pos n_heads d_head]
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [batch n_heads query_pos key_pos], masked entries -inf
+        self.hook_pattern = HookPoint()  # [batch n_heads query_pos key_pos]
+        self.hook_z = HookPoint()  # [batch pos n_heads d_head]
+        self.hook_result = HookPoint()  # [batch pos n_heads d_model], each head's output
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """W_OV = W_V W_O per head: [n_heads, d_model, d_model]."""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """W_QK = W_Q W_Kᵀ per head: [n_heads, d_model, d_model] (scores are r_q W_QK r_kᵀ / √d_head)."""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    def forward(
+        self, resid: Float[Tensor, "batch pos d_model"], allowed: torch.BoolTensor, query_real: Tensor
+    ) -> Float[Tensor, "batch pos d_model"]:
+        q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
+        k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
+        v = self.hook_v(einops.einsum(resid, self.W_V, "b p d, h d e -> b p h e"))
+        scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+        scores = self.hook_attn_scores(scores.masked_fill(~allowed[:, None], float("-inf")))
+        # Padded query rows are allowed to see themselves only (no NaN), then zeroed.
+        pattern = scores.softmax(dim=-1) * query_real[:, None, :, None]
+        pattern = self.hook_pattern(pattern)
+        z = self.hook_z(einops.einsum(pattern, v, "b h q k, b k h e -> b q h e"))
+        result = self.hook_result(einops.einsum(z, self.W_O, "b q h e, h e d -> b q h d"))
+        return result.sum(dim=2)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn = Attention(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid: Tensor, allowed: torch.BoolTensor, query_real: Tensor) -> Tensor:
+        resid = self.hook_resid_pre(resid)
+        attn_out = self.hook_attn_out(self.dropout(self.attn(resid, allowed, query_real)))
+        return self.hook_resid_post(resid + attn_out)
+
+
+class AttnOnlyTransformer(HookedRootModule):
+    """Attention-only, LayerNorm-free, bias-free transformer; `cfg.n_layers` may be 0."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
+        self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model)) if cfg.positional else None
+        if not cfg.tied:  # stored directly so the state-dict key is "W_U" despite the property below
+            self._parameters["W_U"] = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.hook_embed = HookPoint()  # [batch pos d_model]
+        self.hook_pos_embed = HookPoint()  # [batch pos d_model]
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.setup()
+
+    # --- weights, TransformerLens style -------------------------------------------------------------
+    @property
+    def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
+        return self.W_E.T if self.cfg.tied else self._parameters["W_U"]
+
+    def _stack(self, name: str) -> Tensor:
+        if not self.blocks:
+            raise ValueError("a 0-layer model has no attention weights")
+        return torch.stack([getattr(b.attn, name) for b in self.blocks])
+
+    @property
+    def W_Q(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_Q")
+
+    @property
+    def W_K(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_K")
+
+    @property
+    def W_V(self) -> Float[Tensor, "n_layers n_heads d_model d_head"]:
+        return self._stack("W_V")
+
+    @property
+    def W_O(self) -> Float[Tensor, "n_layers n_heads d_head d_model"]:
+        return self._stack("W_O")
+
+    @property
+    def OV(self) -> FactoredMatrix:
+        """[n_layers, n_heads, d_model, d_model]"""
+        return FactoredMatrix(self.W_V, self.W_O)
+
+    @property
+    def QK(self) -> FactoredMatrix:
+        """[n_layers, n_heads, d_model, d_model]"""
+        return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
+
+    def head_labels(self) -> list[str]:
+        return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
+
+    # --- forward ------------------------------------------------------------------------------------
+    def residual(self, items: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        """Final residual stream r_L (before unembedding)."""
+        if items.shape[-1] > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {items.shape[-1]} exceeds n_ctx={self.cfg.n_ctx}")
+        real = items != PAD
+        resid = self.hook_embed(self.W_E[items])
+        if self.W_pos is not None:
+            # position = index among the real items, so left padding does not shift positions
+            pos = (real.long().cumsum(-1) - 1).clamp(min=0)
+            resid = resid + self.hook_pos_embed(self.W_pos[pos])
+        resid = self.embed_dropout(resid)
+        if self.blocks:
+            n = items.shape[-1]
+            causal = torch.ones(n, n, dtype=torch.bool, device=items.device).tril()
+            allowed = causal & real[:, None, :]
+            allowed = allowed | (torch.eye(n, dtype=torch.bool, device=items.device) & ~real[:, :, None])
+            query_real = real.to(resid.dtype)
+            for block in self.blocks:
+                resid = block(resid, allowed, query_real)
+        return resid
+
+    def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
+        return resid @ self.W_U
+
+    def forward(self, items: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+        """Logits over all d_vocab items (column 0, padding, included; callers mask it)."""
+        return self.unembed(self.residual(items))
+
+
+def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None:
+    """Initialise from an explicit generator (reproducible, and never seeds the global RNG).
+
+    Embeddings ~ N(0, 1/d_model) so residual vectors start with norm ≈ 1; attention and unembedding
+    weights ~ N(0, 1/fan_in), with W_O scaled down by √(2·n_layers) so the residual stream does not
+    grow with depth (there is no LayerNorm to rein it in).
+    """
+    cfg = model.cfg
+
+    def normal_(p: Tensor, std: float) -> None:
+        with torch.no_grad():
+            p.copy_(torch.randn(p.shape, generator=generator) * std)
+
+    normal_(model.W_E, cfg.d_model**-0.5)
+    if model.W_pos is not None:
+        normal_(model.W_pos, cfg.d_model**-0.5)
+    if not cfg.tied:
+        normal_(model.W_U, cfg.d_model**-0.5)
+    for block in model.blocks:
+        a = block.attn
+        for p in (a.W_Q, a.W_K, a.W_V):
+            normal_(p, cfg.d_model**-0.5)
+        normal_(a.W_O, (cfg.d_head * 2 * max(cfg.n_layers, 1)) ** -0.5)
+
+
+def build_model(cfg: ModelConfig, seed: int = 0) -> AttnOnlyTransformer:
+    model = AttnOnlyTransformer(cfg)
+    init_weights(model, torch.Generator().manual_seed(seed))
+    return model
