@@ -56,14 +56,19 @@ def _mask_rows(scores: Tensor, ptr: np.ndarray, items: np.ndarray, rows: np.ndar
 
 
 def sample_negatives(split: EvalSplit, d_vocab: int, n: int = 100, seed: int = 0) -> np.ndarray:
-    """n items per user, uniform without replacement over items the user never touched: int64 [users, n]."""
+    """n items per user, uniform without replacement over items the user never touched: int64 [users, n].
+
+    A user with fewer than n untouched items gets all of them, the rest of the row filled with the padding
+    item 0 (which scores -inf, so it never outranks the target).
+    """
     rng = np.random.default_rng(seed)
-    out = np.empty((len(split), n), dtype=np.int64)
+    out = np.zeros((len(split), n), dtype=np.int64)
     for r in range(len(split)):
         touched = split.touched_items[split.touched_ptr[r] : split.touched_ptr[r + 1]]
-        pool_size = d_vocab - 1 - len(touched)
-        if pool_size < n:
-            raise ValueError(f"user row {r} has only {pool_size} untouched items, fewer than {n}")
+        if d_vocab - 1 - len(touched) <= n:
+            pool = np.setdiff1d(np.arange(1, d_vocab), touched)
+            out[r, : len(pool)] = pool
+            continue
         # rejection sampling is fast when the user touched a small share of items; exact either way
         chosen: list[int] = []
         seen = set(touched.tolist())

@@ -49,8 +49,9 @@ def _suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def _read_table(path: Path, sep: str | None = None, **kw) -> pd.DataFrame:
-    ext = _suffix(path)
+def _read_table(path: Path, sep: str | None = None, kind: str | None = None, **kw) -> pd.DataFrame:
+    """Read a table; `kind` (csv, tsv, parquet) overrides what the file name suggests."""
+    ext = f".{kind}" if kind else _suffix(path)
     try:
         if ext == ".parquet":
             return pd.read_parquet(path)
@@ -191,7 +192,7 @@ def read_log(spec: LogSpec) -> tuple[pd.DataFrame, dict[str, str]]:
         raw, titles = _movielens_latest(root)
     else:
         table = _first(path, "interactions") if path.is_dir() else path
-        raw = _read_table(table)
+        raw = _read_table(table, kind=fmt if fmt in ("csv", "tsv", "parquet") else None)
         path = table
         if spec.items_path is None and table.parent is not None:
             found = _first(table.parent, "items")

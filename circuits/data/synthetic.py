@@ -117,9 +117,11 @@ def generate(cfg: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         next_part[idx[:-1]] = idx[1:]
 
     users, items, times, mechs = [], [], [], []
+    user_topics: dict[str, list[str]] = {}
     base = 1_735_689_600.0  # 2025-01-01T00:00:00Z
     for u in range(cfg.n_users):
         topics = rng.choice(cfg.n_topics, size=cfg.topics_per_user, replace=False)
+        user_topics[f"u{u:05d}"] = [TOPICS[t] for t in topics]
         length = int(rng.integers(cfg.min_length, cfg.max_length + 1))
         t = base + rng.uniform(0, 30 * 86400)
         hist: list[int] = []
@@ -150,6 +152,7 @@ def generate(cfg: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         "topics": {TOPICS[t]: cat["item_id"].to_numpy()[by_topic[t]].tolist() for t in range(cfg.n_topics)},
         "series": [g.sort_values("part")["item_id"].tolist() for _, g in cat[cat["series"] >= 0].groupby("series")],
         "series_pairs": series_pairs,
+        "user_topics": user_topics,
     }
     return log, cat, truth
 

@@ -1,0 +1,108 @@
+"""Train tiny 0/1/2-layer models through the CLIs in seconds, evaluate them, and check the run directory."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from circuits import evaluate, train
+from circuits.data.synthetic import SyntheticConfig, write
+from circuits.errors import UserError
+from circuits.runs import load_run
+
+TINY = SyntheticConfig(n_topics=4, docs_per_topic=10, series_per_topic=1, n_users=120, min_length=8, max_length=16)
+FAST = ["--d-model", "16", "--d-head", "8", "--batch-size", "32", "--quiet", "--warmup-steps", "5"]
+
+
+@pytest.fixture(scope="module")
+def journeys(tmp_path_factory):
+    return write(TINY, tmp_path_factory.mktemp("data") / "journeys")
+
+
+def run_train(journeys, out, layers, *extra):
+    return train.main(["--layers", str(layers), "--data", str(journeys), "--out", str(out), "--epochs", "3", *FAST, *extra])
+
+
+@pytest.mark.parametrize("layers", [0, 1, 2])
+def test_train_and_evaluate_each_depth(journeys, tmp_path, capsys, layers):
+    out = tmp_path / f"L{layers}"
+    assert run_train(journeys, out, layers) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "argv.json", "config.json", "epochs.csv", "metrics.json", "model.safetensors", "vocab.tsv"]
+    run = load_run(out)
+    assert run.model.cfg.n_layers == layers and len(run.epochs) == 3
+    assert run.config["data"]["fingerprint"] == run.dataset().fingerprint
+    assert run.vocab["title"].iloc[1] != "" and run.vocab["index"].iloc[0] == 0
+    capsys.readouterr()
+    assert evaluate.main([str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for split in ("valid", "test"):
+        for protocol in ("full/excluded", "full/included", "sampled"):
+            m = report["model"][split][protocol]
+            assert {"HR@1", "NDCG@5", "MRR@20", "NDCG@10"} <= set(m) and 0 <= m["NDCG@10"] <= 1
+    assert set(report["baselines"]) == {"most-popular", "repeat", "markov"}
+    # the checkpoint is the best validation epoch, and metrics.json says which
+    best = run.epochs["valid_NDCG@10"].idxmax()
+    assert run.metrics["training"]["best_epoch"] == int(run.epochs["epoch"][best])
+
+
+def test_same_seed_same_weights(journeys, tmp_path):
+    run_train(journeys, tmp_path / "a", 1)
+    run_train(journeys, tmp_path / "b", 1)
+    a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys, tmp_path, monkeypatch):
+    import circuits.training as training
+
+    run_train(journeys, tmp_path / "straight", 2)
+    real_validate, calls = training.validate, []
+
+    def crash_on_second_epoch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(training, "validate", crash_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(journeys, tmp_path / "cut", 2)
+    monkeypatch.setattr(training, "validate", real_validate)
+    assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial/state.pt").exists()
+    with pytest.raises(UserError, match="unfinished"):
+        load_run(tmp_path / "cut")
+    assert train.main(["--resume", "--out", str(tmp_path / "cut"), "--quiet"]) == 0
+    a, b = load_file(str(tmp_path / "straight/model.safetensors")), load_file(str(tmp_path / "cut/model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (tmp_path / "cut.partial").exists()
+
+
+def test_bad_inputs_leave_nothing_behind(journeys, tmp_path):
+    out = tmp_path / "bad"
+    with pytest.raises(UserError, match="--layers must be 0 or more"):
+        run_train(journeys, out, -1)
+    with pytest.raises(UserError, match="data not found"):
+        train.main(["--data", str(tmp_path / "missing.csv"), "--out", str(out)])
+    with pytest.raises(UserError, match="invalid int value"):
+        train.main(["--layers", "two"])
+    assert not out.exists() and not (tmp_path / "bad.partial").exists()
+    with pytest.raises(UserError, match="run directory not found"):
+        evaluate.main([str(tmp_path / "nope")])
+
+
+def test_checkpoint_that_does_not_match_the_data(journeys, tmp_path):
+    run_train(journeys, tmp_path / "run", 0)
+    other = write(SyntheticConfig(**{**TINY.__dict__, "seed": 5}), tmp_path / "other")
+    with pytest.raises(UserError, match="does not match the data"):
+        evaluate.main([str(tmp_path / "run"), "--data", str(other)])
+
+
+def test_cli_error_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "circuits.train", "--layers", "-1", "--out", str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["error: --layers must be 0 or more, got -1"]
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,116 @@
+import math
+
+import pytest
+import torch
+
+from circuits.config import ModelConfig
+from circuits.model import build_model
+
+
+def cfg(**kw):
+    base = dict(d_vocab=13, n_ctx=8, n_layers=2, n_heads=3, d_model=16, d_head=5, dropout=0.0)
+    return ModelConfig(**{**base, **kw})
+
+
+def reference_forward(model, seq: list[int]) -> torch.Tensor:
+    """Unpadded sequence, one head at a time, explicit softmax over keys ≤ query: logits [pos, d_vocab]."""
+    c = model.cfg
+    resid = []
+    for t, x in enumerate(seq):
+        r = model.W_E[x].clone()
+        if model.W_pos is not None:
+            r = r + model.W_pos[t]
+        resid.append(r)
+    for block in model.blocks:
+        a = block.attn
+        new = []
+        for q_pos in range(len(seq)):
+            out = resid[q_pos].clone()
+            for h in range(c.n_heads):
+                q = resid[q_pos] @ a.W_Q[h]
+                scores = [float(q @ (resid[k] @ a.W_K[h])) / math.sqrt(c.d_head) for k in range(q_pos + 1)]
+                m = max(scores)
+                w = [math.exp(s - m) for s in scores]
+                z = sum(wk / sum(w) * (resid[k] @ a.W_V[h]) for k, wk in enumerate(w))
+                out = out + z @ a.W_O[h]
+            new.append(out)
+        resid = new
+    return torch.stack([r @ model.W_U for r in resid])
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("positional", [True, False])
+def test_forward_matches_per_head_loop(n_layers, positional):
+    model = build_model(cfg(n_layers=n_layers, positional=positional), seed=1).eval()
+    seq = [3, 1, 4, 1, 5, 9, 2]
+    with torch.no_grad():
+        got = model(torch.tensor([seq]))[0]
+        want = reference_forward(model, seq)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2])
+def test_left_padding_gives_same_logits_at_real_positions(n_layers):
+    model = build_model(cfg(n_layers=n_layers), seed=2).eval()
+    short, long = [5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8]
+    batch = torch.tensor([[0] * 5 + short, long])
+    with torch.no_grad():
+        padded = model(batch)
+        alone = model(torch.tensor([short]))
+        cache = model.run_with_cache(batch)[1]
+    torch.testing.assert_close(padded[0, 5:], alone[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(padded[1], model(torch.tensor([long]))[0], atol=1e-6, rtol=1e-6)
+    for l in range(n_layers):  # padded keys get no attention; padded queries attend nowhere
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"]
+        assert pattern[0, :, :, :5].abs().max() == 0
+        torch.testing.assert_close(pattern[0, :, 5:].sum(-1), torch.ones(3, 3))
+
+
+def test_no_bias_no_layernorm_and_transformerlens_names():
+    model = build_model(cfg(n_layers=2))
+    names = {n for n, _ in model.named_parameters()}
+    assert names == {"W_E", "W_pos", "W_U"} | {f"blocks.{l}.attn.W_{m}" for l in range(2) for m in "QKVO"}
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.modules())
+    assert model.W_Q.shape == (2, 3, 16, 5) and model.W_O.shape == (2, 3, 5, 16)
+    hooks = set(model.hook_dict)
+    for l in range(2):
+        for h in ("hook_resid_pre", "hook_resid_post", "hook_attn_out"):
+            assert f"blocks.{l}.{h}" in hooks
+        for h in ("q", "k", "v", "attn_scores", "pattern", "z", "result"):
+            assert f"blocks.{l}.attn.hook_{h}" in hooks
+    assert {"hook_embed", "hook_pos_embed"} <= hooks
+    zero = build_model(cfg(n_layers=0))
+    assert type(zero) is type(model) and len(zero.blocks) == 0
+
+
+def test_factored_circuits_equal_dense_products():
+    model = build_model(cfg(n_layers=2))
+    torch.testing.assert_close(model.OV.AB, model.W_V @ model.W_O)
+    torch.testing.assert_close(model.QK.AB, model.W_Q @ model.W_K.transpose(-1, -2))
+    torch.testing.assert_close(model.blocks[1].attn.OV.AB, model.W_V[1] @ model.W_O[1])
+
+
+def test_head_results_and_embeddings_add_up_to_the_logits():
+    model = build_model(cfg(n_layers=2), seed=3).eval()
+    x = torch.tensor([[0, 0, 4, 2, 7, 7, 1]])
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(x)
+    resid = cache["hook_embed"] + cache["hook_pos_embed"]
+    resid = resid + sum(cache[f"blocks.{l}.attn.hook_result"].sum(2) for l in range(2))
+    torch.testing.assert_close((resid @ model.W_U)[0, 2:], logits[0, 2:], atol=1e-5, rtol=1e-5)
+
+
+def test_tied_unembedding_is_the_embedding_transpose_and_makes_bigrams_symmetric():
+    model = build_model(cfg(n_layers=0, tied=True, positional=False))
+    assert "W_U" not in dict(model.named_parameters())
+    table = model.W_E @ model.W_U
+    torch.testing.assert_close(table, table.T)
+
+
+def test_same_seed_same_weights_and_config_validation():
+    a, b = build_model(cfg(), seed=7), build_model(cfg(), seed=7)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="n_layers"):
+        cfg(n_layers=-1)
+    with pytest.raises(ValueError, match="exceeds n_ctx"):
+        a(torch.ones(1, 9, dtype=torch.long))
