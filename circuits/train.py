@@ -53,6 +53,9 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--sampling", default=d.sampling, choices=["uniform", "popularity"], help="negative distribution")
     t.add_argument("--patience", type=int, default=d.patience, help=f"early stopping patience in epochs (default {d.patience})")
     t.add_argument("--max-minutes", type=float, default=d.max_minutes, help="stop after this much training time (0 = none)")
+    t.add_argument("--snapshot-minutes", type=float, nargs="*", default=[],
+                   help="also keep the best-on-validation weights as of these training times, e.g. 10 30 "
+                        "(snapshots/best@10min.safetensors), for learning curves")
     t.add_argument("--seen-policy", default=d.seen_policy, choices=["auto", "excluded", "included"],
                    help="seen-item policy of the validation metric that selects the checkpoint (auto: excluded "
                         "unless users repeat items)")
@@ -83,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(partial_dir(out))
     cfg_fields = {f.name for f in fields(TrainConfig)}
-    train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in cfg_fields})
+    values = {k: v for k, v in vars(args).items() if k in cfg_fields}
+    train_cfg = TrainConfig(**{**values, "snapshot_minutes": tuple(args.snapshot_minutes)})
     ds = dataset_from_args(args)
     n_ctx = max(1, min(args.n_ctx, int(ds.lengths.max()) - 1))
     try:

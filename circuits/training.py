@@ -44,6 +44,8 @@ class TrainConfig:
     max_minutes: float = 0.0  # 0 = no time limit
     seen_policy: str = "auto"  # for checkpoint selection: auto = excluded unless users repeat items
     seed: int = 0
+    # keep the best-on-validation weights as of these training times (minutes), to measure learning curves
+    snapshot_minutes: tuple[float, ...] = ()
 
     def resolved_negatives(self, n_items: int) -> int:
         if self.negatives >= 0:
@@ -52,7 +54,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
+        return cls(**{**kw, "snapshot_minutes": tuple(kw.get("snapshot_minutes", ()))})
 
 
 def resolve_seen_policy(policy: str, ds: SequenceDataset) -> str:
@@ -97,6 +100,21 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     order = np.lexsort((rng.random(len(lengths)), lengths))
     batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, final: bool) -> None:
+    """snapshots/best@{m}min.safetensors = the best weights among epochs that ended within m minutes.
+
+    Called at the end of each epoch *before* the best weights are updated with it, so an epoch that ends
+    after the mark never counts; at the end of training, marks not reached get the final best weights.
+    """
+    import shutil
+
+    for m in minutes:
+        target = part / "snapshots" / f"best@{m:g}min.safetensors"
+        if not target.exists() and (final or elapsed > m * 60) and (part / "model.safetensors").exists():
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(part / "model.safetensors", target)
 
 
 def model_scorer(model: AttnOnlyTransformer):
@@ -195,6 +213,7 @@ def train(
         row = {"epoch": epoch, "loss": total / n_batches, "minutes": elapsed / 60,
                **{f"valid_{k}": v for k, v in m.items() if k.endswith("@10")}}
         history.append(row)
+        _take_snapshots(part, cfg.snapshot_minutes, elapsed, final=False)
         if m["NDCG@10"] > best["NDCG@10"]:
             best = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
             save_weights(model, part / "model.safetensors")
@@ -208,6 +227,7 @@ def train(
             stop_reason = "time limit"
             break
     bar.close()
+    _take_snapshots(part, cfg.snapshot_minutes, elapsed, final=True)
 
     model.load_state_dict(load_file(str(part / "model.safetensors")))
     model.eval()
