@@ -74,20 +74,21 @@ def main() -> None:
         stats = train(layers, args.data, run_dir, minutes, [m for m in args.snapshots if m <= minutes], args.extra)
         metrics = json.loads((run_dir / "metrics.json").read_text())
         runs[layers] = metrics
-        rows.append((f"{layers}-layer", metrics["model"]["test"], stats, metrics["training"]))
+        rows.append((f"{layers}-layer", metrics["model"]["test"], stats, metrics["training"], metrics["model"]["valid"]))
         curves[layers] = snapshot_curve(run_dir, args.snapshots)
     for name, by_split in runs[args.layers[0]]["baselines"].items():
-        rows.append((name, by_split["test"], None, None))
+        rows.append((name, by_split["test"], None, None, by_split["valid"]))
     print(f"\n{args.data}: test split, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, torch {torch.__version__}")
-    print("| model | full excl. HR@10 | full excl. NDCG@10 | full incl. HR@10 | full incl. NDCG@10 "
-          "| sampled HR@10 | sampled NDCG@10 | train time | best epoch | peak memory |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, m, stats, tr in rows:
+    policy = runs[args.layers[0]]["training"]["selection"].split()[1]  # e.g. full/excluded
+    print(f"| model | valid {policy} NDCG@10 | full excl. HR@10 | full excl. NDCG@10 | full incl. HR@10 "
+          "| full incl. NDCG@10 | sampled HR@10 | sampled NDCG@10 | train time | best epoch | peak memory |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, m, stats, tr, valid in rows:
         ex, inc, sa = m["full/excluded"], m["full/included"], m["sampled"]
         time_s = f"{tr['minutes']:.1f} min ({stats['wall_s'] / 60:.1f} wall)" if stats else "-"
         best = f"{tr['best_epoch']} / {tr['epochs_run']}" if tr else "-"
         mem = f"{stats['peak_mb']:.0f} MB" if stats else "-"
-        print(f"| {name} | {ex['HR@10']:.4f} | {ex['NDCG@10']:.4f} | {inc['HR@10']:.4f} | {inc['NDCG@10']:.4f} "
+        print(f"| {name} | {valid[policy]['NDCG@10']:.4f} | {ex['HR@10']:.4f} | {ex['NDCG@10']:.4f} | {inc['HR@10']:.4f} | {inc['NDCG@10']:.4f} "
               f"| {sa['HR@10']:.4f} | {sa['NDCG@10']:.4f} | {time_s} | {best} | {mem} |")
     print("\nlearning curve: test NDCG@10 (full, seen excluded) of the best-on-validation weights as of each minute")
     marks = sorted({m for c in curves.values() for m in c})

@@ -49,7 +49,7 @@ def build_parser() -> ArgumentParser:
     t.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help=f"linear lr warm-up (default {d.warmup_steps})")
     t.add_argument("--negatives", type=int, default=d.negatives,
                    help="0 = full softmax; K = sampled softmax with K shared negatives and log-Q correction; "
-                        "-1 = auto: full softmax up to 20,000 items, else 512 (default)")
+                        "-1 = auto: full softmax up to 2,048 items, else 512 (default)")
     t.add_argument("--sampling", default=d.sampling, choices=["uniform", "popularity"], help="negative distribution")
     t.add_argument("--patience", type=int, default=d.patience, help=f"early stopping patience in epochs (default {d.patience})")
     t.add_argument("--max-minutes", type=float, default=d.max_minutes, help="stop after this much training time (0 = none)")

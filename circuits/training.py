@@ -28,19 +28,19 @@ from circuits.metrics import evaluate_split
 from circuits.model import AttnOnlyTransformer, build_model
 from circuits.runs import finish, partial_dir, save_state, save_weights, write_json
 
-AUTO_FULL_SOFTMAX_MAX_ITEMS = 20_000
+AUTO_FULL_SOFTMAX_MAX_ITEMS = 2_048  # above this, 512 shared negatives: ~3x faster epochs on ML-1M (3,416 items), better NDCG per minute
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 200
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 5e-3
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    negatives: int = -1  # -1: auto (full softmax up to 20,000 items, else 512); 0: full softmax; K: sampled
+    negatives: int = -1  # -1: auto (full softmax up to 2,048 items, else 512); 0: full softmax; K: sampled
     sampling: str = "uniform"  # or "popularity" (negatives ∝ training counts)
-    patience: int = 20  # epochs without a better validation NDCG@10 before stopping
+    patience: int = 10  # epochs without a better validation NDCG@10 before stopping
     max_minutes: float = 0.0  # 0 = no time limit
     seen_policy: str = "auto"  # for checkpoint selection: auto = excluded unless users repeat items
     seed: int = 0

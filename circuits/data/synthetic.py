@@ -59,10 +59,10 @@ class SyntheticConfig:
     max_length: int = 60
     topics_per_user: int = 2
     session_mean_length: float = 8.0
-    p_induction: float = 0.8
+    p_induction: float = 0.9
     p_series: float = 0.7
     p_repeat: float = 0.12
-    p_revisit: float = 0.08
+    p_revisit: float = 0.2
     p_jump: float = 0.05
     zipf_exponent: float = 1.0
 
