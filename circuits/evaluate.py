@@ -7,9 +7,9 @@ import sys
 
 from circuits.data.cli_args import add_data_arguments, dataset_from_args
 from circuits.errors import ArgumentParser, run_cli
-from circuits.evaluation import PROTOCOLS, full_report, report_table
+from circuits.evaluation import PROTOCOLS, evaluate_run, report_table
 from circuits.metrics import KS
-from circuits.runs import check_matches, load_run
+from circuits.runs import load_run
 
 
 def build_parser() -> ArgumentParser:
@@ -29,12 +29,8 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
-    if args.data is None:
-        ds = run.dataset()
-    else:
-        ds = dataset_from_args(args)
-        check_matches(run, ds)
-    report = full_report(run.model, ds, run.model.cfg.n_ctx, seed=args.seed)
+    ds = run.dataset() if args.data is None else dataset_from_args(args)
+    report = evaluate_run(run, ds, seed=args.seed)
     if args.json:
         print(json.dumps({"run": str(run.path), "data": ds.summary(), **report}, indent=2))
         return 0

@@ -44,3 +44,14 @@ def report_table(report: dict, metrics: tuple[str, ...] = ("HR@10", "NDCG@10", "
             for protocol, m in by_protocol.items():
                 rows.append({"system": name, "split": split, "protocol": protocol, **{k: m[k] for k in metrics}})
     return pd.DataFrame(rows)
+
+
+def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0) -> dict:
+    """`full_report` for a loaded run, on its own data (rebuilt and fingerprint-checked) unless `ds` is given."""
+    from circuits.runs import check_matches
+
+    if ds is None:
+        ds = run.dataset()
+    else:
+        check_matches(run, ds)
+    return full_report(run.model, ds, run.model.cfg.n_ctx, seed=seed)

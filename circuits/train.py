@@ -100,7 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; n_ctx {n_ctx}",
           file=sys.stderr)
     record = {"data": data_record(args), "argv": ["python", "-m", "circuits.train", *argv]}
-    train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet)
+    try:
+        train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"interrupted; the last finished epoch is kept: python -m circuits.train --resume --out {out}",
+              file=sys.stderr)
+        return 130
     _print_summary(out, report_table)
     return 0
 
