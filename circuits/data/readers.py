@@ -14,7 +14,6 @@ Supported inputs (gzip transparently, by a `.gz` suffix):
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,8 +213,3 @@ def file_digest_inputs(spec: LogSpec) -> list[Path]:
         files.append(Path(spec.items_path).expanduser())
     return sorted(files)
 
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
