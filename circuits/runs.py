@@ -111,7 +111,9 @@ def load_run(path: str | Path) -> Run:
     return Run(path, model, config, vocab, epochs, metrics)
 
 
-def save_state(path: Path, model, optimizer, epoch: int, best: dict, history: list[dict], elapsed: float) -> None:
+def save_state(
+    path: Path, model, optimizer, epoch: int, best: dict, history: list[dict], elapsed: float, **extra
+) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
         {
@@ -122,6 +124,7 @@ def save_state(path: Path, model, optimizer, epoch: int, best: dict, history: li
             "history": history,
             "elapsed": elapsed,
             "torch_rng": torch.get_rng_state(),
+            **extra,
         },
         tmp,
     )

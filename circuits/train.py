@@ -52,6 +52,10 @@ def build_parser() -> ArgumentParser:
                         "-1 = auto: full softmax up to 2,048 items, else 512 (default)")
     t.add_argument("--sampling", default=d.sampling, choices=["uniform", "popularity"], help="negative distribution")
     t.add_argument("--patience", type=int, default=d.patience, help=f"early stopping patience in epochs (default {d.patience})")
+    t.add_argument("--decay-patience", type=int, default=d.decay_patience,
+                   help=f"multiply the lr by --decay-factor after this many epochs without a better validation "
+                        f"NDCG@10 (0 = constant lr; default {d.decay_patience})")
+    t.add_argument("--decay-factor", type=float, default=d.decay_factor, help=f"(default {d.decay_factor})")
     t.add_argument("--max-minutes", type=float, default=d.max_minutes, help="stop after this much training time (0 = none)")
     t.add_argument("--snapshot-minutes", type=float, nargs="*", default=[],
                    help="also keep the best-on-validation weights as of these training times, e.g. 10 30 "

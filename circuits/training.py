@@ -41,6 +41,10 @@ class TrainConfig:
     negatives: int = -1  # -1: auto (full softmax up to 2,048 items, else 512); 0: full softmax; K: sampled
     sampling: str = "uniform"  # or "popularity" (negatives ∝ training counts)
     patience: int = 10  # epochs without a better validation NDCG@10 before stopping
+    # reduce on plateau: lr *= decay_factor after decay_patience epochs without a better validation NDCG@10
+    # (counted from the best epoch or the last decay); decay_patience 0 = constant lr after warm-up
+    decay_patience: int = 3
+    decay_factor: float = 0.3
     max_minutes: float = 0.0  # 0 = no time limit
     seen_policy: str = "auto"  # for checkpoint selection: auto = excluded unless users repeat items
     seed: int = 0
@@ -167,12 +171,14 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)  # dropout and negative sampling; one seed per entry point
     start_epoch, best, history, elapsed = 0, {"epoch": -1, "NDCG@10": -1.0}, [], 0.0
+    lr_scale, last_decay = 1.0, -1
     if resume:
         state = torch.load(part / "state.pt", weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, history, elapsed = state["epoch"] + 1, state["best"], state["history"], state["elapsed"]
+        lr_scale, last_decay = state["lr_scale"], state["last_decay"]
     else:
         part.mkdir(parents=True)
         write_json(part / "config.json", {
@@ -200,7 +206,7 @@ def train(
         total, n_batches = 0.0, 0
         for idx in length_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])):
             for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+                g["lr"] = cfg.lr * lr_scale * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             width = int(lengths[idx].max())  # left-padded: the first n_ctx - width columns are all padding
             x, y = inputs[idx, -width:], targets[idx, -width:]
             loss = next_item_loss(model, x, y, n_neg, log_q)
@@ -210,15 +216,18 @@ def train(
             total, n_batches, step = total + loss.item(), n_batches + 1, step + 1
         m = validate(model, valid, ds.d_vocab, policy)
         elapsed += time.perf_counter() - t0
-        row = {"epoch": epoch, "loss": total / n_batches, "minutes": elapsed / 60,
+        row = {"epoch": epoch, "loss": total / n_batches, "minutes": elapsed / 60, "lr": cfg.lr * lr_scale,
                **{f"valid_{k}": v for k, v in m.items() if k.endswith("@10")}}
         history.append(row)
         _take_snapshots(part, cfg.snapshot_minutes, elapsed, final=False)
         if m["NDCG@10"] > best["NDCG@10"]:
             best = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
             save_weights(model, part / "model.safetensors")
+        if cfg.decay_patience and epoch - max(best["epoch"], last_decay) >= cfg.decay_patience:
+            lr_scale, last_decay = lr_scale * cfg.decay_factor, epoch
         pd.DataFrame(history).to_csv(part / "epochs.csv", index=False)
-        save_state(part / "state.pt", model, optimizer, epoch, best, history, elapsed)
+        save_state(part / "state.pt", model, optimizer, epoch, best, history, elapsed,
+                   lr_scale=lr_scale, last_decay=last_decay)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{m['NDCG@10']:.4f}", best=f"{best['NDCG@10']:.4f}")
         if epoch - best["epoch"] >= cfg.patience:
             stop_reason = "patience"

@@ -105,3 +105,13 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == ["error: --layers must be 0 or more, got -1"]
     assert not (tmp_path / "x").exists()
+
+
+def test_plateau_decay_only_lowers_the_lr_after_epochs_without_improvement(journeys, tmp_path):
+    run_train(journeys, tmp_path / "d", 1, "--decay-patience", "1", "--epochs", "8", "--patience", "8")
+    epochs = load_run(tmp_path / "d").epochs
+    lr, score = epochs["lr"].to_numpy(), epochs["valid_NDCG@10"].to_numpy()
+    assert (lr[1:] <= lr[:-1]).all()
+    for e in range(len(lr) - 1):
+        if score[e] > score[:e].max(initial=-1):  # a new best: the next epoch keeps the lr
+            assert lr[e + 1] == lr[e]
