@@ -1,0 +1,67 @@
+import pytest
+import torch
+
+from circuits.attribution import component_logits, path_components, residual_components, target_ranks
+from circuits.config import ModelConfig
+from circuits.model import build_model
+
+X = torch.tensor([[0, 0, 4, 2, 7, 7, 1, 3], [5, 6, 1, 2, 3, 4, 5, 6]])
+
+
+def model_with(n_layers, positional=True):
+    cfg = ModelConfig(d_vocab=11, n_ctx=8, n_layers=n_layers, n_heads=2, d_model=12, d_head=4, positional=positional)
+    return build_model(cfg, seed=n_layers).eval()
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
+@pytest.mark.parametrize("positional", [True, False])
+def test_components_sum_to_the_logits(n_layers, positional):
+    model = model_with(n_layers, positional)
+    with torch.no_grad():
+        logits = model(X)
+    for decompose in (residual_components, path_components):
+        for pos in (-1, 4):
+            stack, labels = decompose(model, X, pos)
+            assert len(labels) == stack.shape[0] and len(set(labels)) == len(labels)
+            torch.testing.assert_close(component_logits(model, stack).sum(0), logits[:, pos], atol=1e-4, rtol=1e-4)
+
+
+def test_labels_name_the_paths():
+    _, direct = residual_components(model_with(2), X)
+    assert direct == ["embed", "pos", "L0H0", "L0H1", "L1H0", "L1H1"]
+    _, paths = path_components(model_with(2), X)
+    assert paths[:4] == ["embed", "pos", "L0H0", "L0H1"]
+    assert "L1H1<-L0H0" in paths and "L1H0<-embed" in paths and len(paths) == 4 + 2 * 4
+
+
+def test_path_terms_of_a_head_add_up_to_its_direct_component():
+    model = model_with(2)
+    direct, dl = residual_components(model, X)
+    paths, pl = path_components(model, X)
+    for head in ("L1H0", "L1H1"):
+        total = sum(paths[i] for i, name in enumerate(pl) if name.startswith(head + "<-"))
+        torch.testing.assert_close(total, direct[dl.index(head)], atol=1e-5, rtol=1e-5)
+
+
+def test_zero_ablating_a_last_layer_head_removes_exactly_its_component():
+    model = model_with(2)
+    stack, labels = residual_components(model, X)
+
+    def zero_head(result, hook):
+        result[:, :, 1] = 0.0
+        return result
+
+    with torch.no_grad():
+        ablated = model.run_with_hooks(X, fwd_hooks=[("blocks.1.attn.hook_result", zero_head)])
+    expected = component_logits(model, stack).sum(0) - component_logits(model, stack[[labels.index("L1H1")]])[0]
+    torch.testing.assert_close(ablated[:, -1], expected, atol=1e-4, rtol=1e-4)
+
+
+def test_target_ranks_match_a_sort():
+    logits = torch.randn(3, 4, 11)
+    target = torch.tensor([1, 5, 10, 3])
+    ranks = target_ranks(logits, target)
+    for c in range(3):
+        for b in range(4):
+            order = logits[c, b, 1:].argsort(descending=True) + 1
+            assert ranks[c, b] == (order == target[b]).nonzero().item() + 1
