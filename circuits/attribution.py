@@ -84,3 +84,21 @@ def target_ranks(logits: Float[Tensor, "... d_vocab"], target: Int[Tensor, "batc
     scores = logits[..., 1:]
     t = logits.gather(-1, target.expand(*logits.shape[:-1])[..., None])
     return 1 + (scores >= t).sum(-1) - 1
+
+
+def with_groups(
+    stack: Float[Tensor, "n_components batch d_model"], labels: list[str], n_layers: int
+) -> tuple[Float[Tensor, "n_all batch d_model"], list[str]]:
+    """Append grouped views of direct components: `L0` = embed + pos (the direct/bigram path), `L{l+1}` =
+    all heads of layer l, and the cumulative sums `L0+L1`, `L0+L1+L2`, … (the last equals the full model)."""
+    def total(names):
+        return stack[[labels.index(n) for n in labels if n in names]].sum(0)
+
+    groups = {"L0": total({"embed", "pos"})}
+    for l in range(n_layers):
+        groups[f"L{l + 1}"] = total({n for n in labels if n.startswith(f"L{l}H") and "<-" not in n})
+    running, name = groups["L0"], "L0"
+    for l in range(n_layers):
+        running, name = running + groups[f"L{l + 1}"], f"{name}+L{l + 1}"
+        groups[name] = running
+    return torch.cat([stack, torch.stack(list(groups.values()))]), labels + list(groups)

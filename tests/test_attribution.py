@@ -65,3 +65,29 @@ def test_target_ranks_match_a_sort():
         for b in range(4):
             order = logits[c, b, 1:].argsort(descending=True) + 1
             assert ranks[c, b] == (order == target[b]).nonzero().item() + 1
+
+
+def test_rank_table_matches_per_user_dense_computation():
+    import numpy as np
+    import pandas as pd
+
+    from circuits.data.sequences import build_dataset
+    from circuits.ranks import rank_summary, rank_table
+
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", str(i), t) for u in range(12) for t, i in enumerate(rng.integers(1, 10, size=7))]
+    ds = build_dataset(pd.DataFrame(rows, columns=["user", "item", "timestamp"]).astype({"timestamp": float}), {}, "t")
+    model = build_model(ModelConfig(d_vocab=ds.d_vocab, n_ctx=6, n_layers=2, n_heads=2, d_model=8, d_head=4), 0).eval()
+    split = ds.eval_split("test", 6)
+    table = rank_table(model, ds, split)
+    for r in range(len(split)):
+        hist = torch.from_numpy(split.history[r : r + 1])
+        hist = hist[:, (hist[0] != 0).nonzero()[0, 0] :]  # unpadded
+        with torch.no_grad():
+            full = model(hist)[0, -1, 1:]
+        want = 1 + (full > full[split.target[r] - 1]).sum().item()
+        got = table[(table.user_id == ds.user_ids[split.users[r]]) & (table.component == "L0+L1+L2")]["rank"].item()
+        assert got == want
+    summary = rank_summary(table)
+    assert list(summary.index[:6]) == ["embed", "pos", "L0H0", "L0H1", "L1H0", "L1H1"]
+    assert 0 <= summary.attrs["share_L0+L1_better_than_L0"] <= 1
