@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,21 @@ def test_rank_table_matches_per_user_dense_computation():
     summary = rank_summary(table)
     assert list(summary.index[:6]) == ["embed", "pos", "L0H0", "L0H1", "L1H0", "L1H1"]
     assert 0 <= summary.attrs["share_L0+L1_better_than_L0"] <= 1
+
+
+def test_source_contributions_sum_to_each_heads_target_logit():
+    from circuits.sources import attention_sources, same_item_attention
+
+    model = model_with(2)
+    seq = torch.tensor([4, 2, 7, 7, 1, 3, 7])
+    target = 5
+    src = attention_sources(model, seq, target, timestamps=np.arange(7) * 60.0)
+    stack, labels = residual_components(model, seq[None])
+    head_logits = component_logits(model, stack)[:, 0, target]
+    for head, part in src.groupby("head"):
+        assert abs(part["contribution"].sum() - head_logits[labels.index(head)].item()) < 1e-4
+        assert abs(part["weight"].sum() - 1) < 1e-5
+    assert src.loc[src.key_pos == 0, "gap"].iloc[0] == 360.0
+    shares = same_item_attention(src)
+    want = src[(src["head"] == "L0H0") & src["same_item"]]["weight"].sum()
+    assert abs(shares.loc["L0H0", "same_item_share"] - want) < 1e-9

@@ -1,0 +1,64 @@
+"""Each head's contribution to the target's logit, split by source position (QK × OV).
+
+For head (l, h) at query position q:  head_logit[t] = Σ_k A[q,k] · (r_l[k] W_OV U)[t]
+QK decides the weights A[q,k]; OV turns the residual at each source k into per-item logits. Each row is
+one source position; its `contribution` = weight × ov_logit, and they sum to the head's component logit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuits.model import AttnOnlyTransformer
+
+
+def attention_sources(
+    model: AttnOnlyTransformer,
+    items: Int[Tensor, "pos"],
+    target: int,
+    titles: np.ndarray | None = None,
+    timestamps: np.ndarray | None = None,
+    query: int = -1,
+    same_cosine: float = 0.9,
+) -> pd.DataFrame:
+    """One unpadded sequence → rows (head, key_pos, item, title, gap, weight, ov_logit, contribution,
+    same_item, near_same_item). `timestamps` (aligned with `items`) gives `gap` = query time − source time;
+    `near_same_item`: the source's embedding has cosine ≥ `same_cosine` with the query item's."""
+    if model.training:
+        raise ValueError("use a model in eval mode")
+    x = items[None]
+    n = items.shape[0]
+    q = query % n
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x)
+        W_E = model.W_E
+        cos = torch.nn.functional.cosine_similarity(W_E[items], W_E[items[q]][None], dim=-1)
+        u_t = model.W_U[:, target]
+    rows = []
+    for l, block in enumerate(model.blocks):
+        resid = cache[f"blocks.{l}.hook_resid_pre"][0]  # [pos, d_model]
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"][0]  # [n_heads, q, k]
+        for h in range(model.cfg.n_heads):
+            with torch.no_grad():
+                ov_logit = (resid @ block.attn.W_V[h] @ block.attn.W_O[h]) @ u_t  # [pos]
+            for k in range(q + 1):
+                w = float(pattern[h, q, k])
+                rows.append({
+                    "head": f"L{l}H{h}", "key_pos": k, "item": int(items[k]),
+                    "title": None if titles is None else titles[int(items[k])],
+                    "gap": None if timestamps is None else float(timestamps[q] - timestamps[k]),
+                    "weight": w, "ov_logit": float(ov_logit[k]), "contribution": w * float(ov_logit[k]),
+                    "same_item": bool(items[k] == items[q]), "near_same_item": bool(cos[k] >= same_cosine),
+                })
+    return pd.DataFrame(rows)
+
+
+def same_item_attention(sources: pd.DataFrame) -> pd.DataFrame:
+    """Per head: share of the query's attention on the same item, and on near-identical items."""
+    g = sources.assign(same=sources.weight * sources.same_item, near=sources.weight * sources.near_same_item)
+    return g.groupby("head", sort=False)[["same", "near"]].sum().rename(
+        columns={"same": "same_item_share", "near": "near_same_share"})
