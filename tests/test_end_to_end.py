@@ -115,3 +115,35 @@ def test_plateau_decay_only_lowers_the_lr_after_epochs_without_improvement(journ
     for e in range(len(lr) - 1):
         if score[e] > score[:e].max(initial=-1):  # a new best: the next epoch keeps the lr
             assert lr[e + 1] == lr[e]
+
+
+def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys):
+    import pandas as pd
+    import torch
+
+    from circuits import decompose
+
+    run_train(journeys, tmp_path / "run", 2)
+    run = load_run(tmp_path / "run")
+    ds = run.dataset()
+    user = ds.user_ids[3]
+    capsys.readouterr()
+    assert decompose.main([str(tmp_path / "run"), "--seq-id", user, "--json"]) == 0
+    view = json.loads(capsys.readouterr().out)
+    comps = {c["component"]: c for c in view["components"]}
+    split = ds.eval_split("test", run.model.cfg.n_ctx)
+    row = list(split.users).index(ds.user_index(user))
+    hist = torch.from_numpy(split.history[row : row + 1])
+    with torch.no_grad():
+        full = run.model(hist[:, (hist[0] != 0).nonzero()[0, 0] :])[0, -1]
+    assert abs(comps["L0+L1+L2"]["target_logit"] - full[split.target[row]].item()) < 1e-4
+    parts = sum(comps[c]["target_logit"] for c in ("embed", "pos", "L0H0", "L0H1", "L1H0", "L1H1"))
+    assert abs(parts - comps["L0+L1+L2"]["target_logit"]) < 1e-4
+    assert decompose.main([str(tmp_path / "run"), "--seq-id", user]) == 0  # the printed view
+    assert "main attention sources" in capsys.readouterr().out
+    with pytest.raises(UserError, match="unknown sequence id 'nobody'"):
+        decompose.main([str(tmp_path / "run"), "--seq-id", "nobody"])
+    out = tmp_path / "ranks.parquet"
+    assert decompose.main([str(tmp_path / "run"), "--all", "--out", str(out)]) == 0
+    table = pd.read_parquet(out)
+    assert len(table) == len(split) * 11 and table["rank"].min() >= 1
