@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from circuits.config import ModelConfig
+from circuits.heads import composition, head_scores, induction_scores, repeated_sequences
+from circuits.model import build_model
+
+
+def model_with(n_layers=2, d_vocab=23):
+    return build_model(ModelConfig(d_vocab=d_vocab, n_ctx=12, n_layers=n_layers, n_heads=2, d_model=8, d_head=4), 1).eval()
+
+
+@torch.no_grad()
+def test_scores_match_dense_computations():
+    model = model_with()
+    histories = torch.randint(1, 23, (6, 10))
+    scores = head_scores(model, histories)
+    E, U = model.W_E, model.W_U
+    for l in range(2):
+        for h in range(2):
+            a = model.blocks[l].attn
+            ov = (E @ a.W_V[h] @ a.W_O[h] @ U)[1:, 1:]
+            eig = torch.linalg.eigvals(ov.double())
+            row = scores.loc[f"L{l}H{h}"]
+            assert abs(row.ov_copying - float(eig.sum().real / eig.abs().sum())) < 1e-4
+            assert abs(row.ov_self_top - float((ov.argmax(1) == torch.arange(22)).double().mean())) < 1e-9
+            qk = (E @ a.W_Q[h] @ a.W_K[h].T @ E.T)[1:, 1:]
+            assert abs(row.qk_self_top - float((qk.argmax(1) == torch.arange(22)).double().mean())) < 1e-9
+            bigram = (E @ U)[1:, 1:]
+            corr = np.mean([np.corrcoef(ov[i].detach(), bigram[i].detach())[0, 1] for i in range(22)])
+            assert abs(row.ov_bigram_corr - corr) < 1e-4
+            assert 0 <= row.positional_share <= 1
+
+
+def test_induction_score_reads_the_key_after_the_earlier_copy():
+    model = model_with()
+    x = repeated_sequences(23, 5, 3)
+    assert torch.equal(x[:, :5], x[:, 5:]) and all(len(set(r[:5].tolist())) == 5 for r in x)
+
+    def induction_pattern(pattern, hook):  # every query attends to the induction key only
+        p = torch.zeros_like(pattern)
+        for q in range(10):
+            p[:, :, q, q - 4 if q >= 5 else q] = 1.0
+        return p
+
+    with model.hooks(fwd_hooks=[("blocks.1.attn.hook_pattern", induction_pattern)]):
+        scores = induction_scores(model, half=5, n=3)
+    assert scores.loc["L1H0", "induction"] == pytest.approx(1.0)
+    assert scores.loc["L0H0", "induction"] < 1.0
+
+
+def test_composition_scores_against_dense_products_and_baseline():
+    model = model_with()
+    comp = composition(model, n_random=10)
+    assert set(comp.kind) == {"Q", "K", "V"} and len(comp) == 3 * 2 * 2
+    row = comp[(comp.kind == "V") & (comp.source == "L0H1") & (comp.target == "L1H0")].iloc[0]
+    a0, a1 = model.blocks[0].attn, model.blocks[1].attn
+    left, right = a0.W_V[1] @ a0.W_O[1], a1.W_V[0] @ a1.W_O[0]
+    want = (left @ right).norm() / (left.norm() * right.norm())
+    assert abs(row.score - want.item()) < 1e-5 and row.excess == pytest.approx(row.score - row.baseline)
+    assert composition(model_with(1)).empty
+
+
+def test_an_ablated_heads_component_is_zero_and_mean_ablation_uses_the_mean():
+    from circuits.ablation import ablated, mean_head_results
+    from circuits.attribution import residual_components
+
+    model = model_with()
+    x = torch.randint(1, 23, (4, 9))
+    with ablated(model, "L0H1"):
+        stack, labels = residual_components(model, x)
+    assert stack[labels.index("L0H1")].abs().max() == 0
+    assert stack[labels.index("L0H0")].abs().max() > 0
+    means = mean_head_results(model, x)
+    with ablated(model, "L1H0", means["L1H0"]):
+        stack, labels = residual_components(model, x)
+    torch.testing.assert_close(stack[labels.index("L1H0")], means["L1H0"].expand(4, -1))
+    _, cache = model.run_with_cache(x)  # hooks are gone after the block
+    assert cache["blocks.0.attn.hook_result"][:, :, 1].abs().max() > 0
