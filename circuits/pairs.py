@@ -21,6 +21,8 @@ from circuits.data.sequences import SequenceDataset
 from circuits.errors import UserError
 from circuits.model import AttnOnlyTransformer
 
+BLOCK_DEFAULT = 1024  # rows per block: 1024 × 100k items × 4 bytes = 0.4 GB of scores at a time
+
 
 def circuit_factors(model: AttnOnlyTransformer, circuit: str) -> tuple[Tensor, Tensor]:
     """(left [d_vocab, r], right [r, d_vocab]) with left @ right = the circuit's item × item table."""
@@ -46,7 +48,7 @@ def top_pairs(
     per_row: bool = False,
     exclude_self: bool = False,
     keep: Tensor | None = None,
-    block: int = 2048,
+    block: int = BLOCK_DEFAULT,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Largest entries of left @ right: globally (k pairs) or per row (k per row). Returns (rows, cols, values).
 
@@ -61,7 +63,8 @@ def top_pairs(
     out_rows, out_cols, out_vals = [], [], []
     for lo in range(0, V, block):
         hi = min(lo + block, V)
-        scores = left[lo:hi] @ right + col_mask  # [block, V]
+        scores = left[lo:hi] @ right  # [block, V]
+        scores += col_mask  # in place: one block-sized buffer at a time
         scores[~keep[lo:hi]] = float("-inf")
         if exclude_self:
             scores[torch.arange(hi - lo), torch.arange(lo, hi)] = float("-inf")
