@@ -43,6 +43,7 @@ def residual_components(
     return torch.stack(parts), labels
 
 
+@torch.no_grad()
 def path_components(
     model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1
 ) -> tuple[Float[Tensor, "n_components batch d_model"], list[str]]:
@@ -96,7 +97,8 @@ def with_groups(
 
     groups = {"L0": total({"embed", "pos"})}
     for l in range(n_layers):
-        groups[f"L{l + 1}"] = total({n for n in labels if n.startswith(f"L{l}H") and "<-" not in n})
+        # a layer's heads: direct labels `L{l}H{h}`, or their path terms `L{l}H{h}<-…`, which partition them
+        groups[f"L{l + 1}"] = total({n for n in labels if n.startswith(f"L{l}H")})
     running, name = groups["L0"], "L0"
     for l in range(n_layers):
         running, name = running + groups[f"L{l + 1}"], f"{name}+L{l + 1}"

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from circuits.attribution import component_logits, residual_components, target_ranks, with_groups
+from circuits.attribution import component_logits, path_components, residual_components, target_ranks, with_groups
 from circuits.errors import ArgumentParser, UserError, run_cli
 from circuits.runs import load_run
 
@@ -28,6 +28,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--split", default="test", choices=["valid", "test"], help="whose target (default test)")
     p.add_argument("--pos", type=int, default=-1,
                    help="query position in the visible history (default -1: the last, predicting the split's target)")
+    p.add_argument("--paths", action="store_true",
+                   help="split each head of layer ≥ 1 by what its values read (embed, pos, each layer-0 head)")
     p.add_argument("--top", type=int, default=10, help="top items listed per component (default 10)")
     p.add_argument("--all", action="store_true", help="every user of the split: write a parquet table, print a summary")
     p.add_argument("--exclude-seen", action="store_true", help="with --all: rank among items not in the history")
@@ -43,7 +45,9 @@ def _gap(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def decompose_sequence(run, ds, user_id: str, split: str = "test", pos: int = -1, top: int = 10) -> dict:
+def decompose_sequence(
+    run, ds, user_id: str, split: str = "test", pos: int = -1, top: int = 10, paths: bool = False
+) -> dict:
     """Everything the single-sequence view shows, as plain data (DataFrames)."""
     from circuits.sources import attention_sources, same_item_attention
 
@@ -63,7 +67,8 @@ def decompose_sequence(run, ds, user_id: str, split: str = "test", pos: int = -1
     seq = pd.DataFrame({"position": np.arange(len(window)), "item_id": ds.item_ids[window], "title": ds.titles[window],
                         "gap_to_previous": [""] + [_gap(g) for g in np.diff(times)]})
     items = torch.from_numpy(window[: q + 1])[None]
-    stack, labels = with_groups(*residual_components(run.model, items), run.model.cfg.n_layers)
+    decompose = path_components if paths else residual_components
+    stack, labels = with_groups(*decompose(run.model, items), run.model.cfg.n_layers)
     logits = component_logits(run.model, stack)[:, 0]  # [n_comp, d_vocab]
     ranks = target_ranks(logits[:, None], torch.tensor([target]))[:, 0]
     scored = logits.clone()
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ds = run.dataset()
     if args.all:
         return _all(run, ds, args)
-    view = decompose_sequence(run, ds, args.seq_id, args.split, args.pos, args.top)
+    view = decompose_sequence(run, ds, args.seq_id, args.split, args.pos, args.top, args.paths)
     if args.json:
         print(json.dumps({k: v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v
                           for k, v in view.items()}, indent=1, default=str))

@@ -110,3 +110,19 @@ def test_source_contributions_sum_to_each_heads_target_logit():
     shares = same_item_attention(src)
     want = src[(src["head"] == "L0H0") & src["same_item"]]["weight"].sum()
     assert abs(shares.loc["L0H0", "same_item_share"] - want) < 1e-9
+
+
+def test_groups_are_the_same_with_direct_or_path_components():
+    from circuits.attribution import with_groups
+
+    model = model_with(2)
+    direct, dl = with_groups(*residual_components(model, X), 2)
+    paths, pl = with_groups(*path_components(model, X), 2)
+    for g in ("L0", "L1", "L2", "L0+L1", "L0+L1+L2"):
+        torch.testing.assert_close(direct[dl.index(g)], paths[pl.index(g)], atol=1e-5, rtol=1e-5)
+
+
+def test_decompositions_carry_no_autograd_graph():
+    for decompose in (residual_components, path_components):
+        stack, _ = decompose(model_with(2), X)
+        assert not stack.requires_grad
