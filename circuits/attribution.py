@@ -20,11 +20,16 @@ from torch import Tensor
 from circuits.model import AttnOnlyTransformer
 
 
-def _cache(model: AttnOnlyTransformer, items: Tensor) -> dict[str, Tensor]:
+def _cache(model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """Only the activations a decomposition reads (embeddings, head results, `extra` per-layer hooks)."""
     if model.training:
         raise ValueError("decompose a model in eval mode (dropout breaks exactness)")
+
+    def wanted(name: str) -> bool:
+        return name in ("hook_embed", "hook_pos_embed") or name.endswith(("attn.hook_result", *extra))
+
     with torch.no_grad():
-        return model.run_with_cache(items)[1]
+        return model.run_with_cache(items, names_filter=wanted)[1]
 
 
 def residual_components(
@@ -52,7 +57,7 @@ def path_components(
     head_out^{l,h}[q] = Σ_k A^{l,h}[q,k] · r_l[k] W_OV^{l,h}, and r_l[k] is itself a sum of components
     (embed, pos, earlier heads, recursively expanded), so each term A · c W_OV is one path.
     """
-    cache = _cache(model, items)
+    cache = _cache(model, items, extra=("attn.hook_pattern",))
     # every component as a full sequence [batch, pos, d_model], so later layers can read them at every key
     streams: list[Tensor] = [cache["hook_embed"]]
     labels = ["embed"]

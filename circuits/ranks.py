@@ -15,7 +15,8 @@ from circuits.data.sequences import EvalSplit, SequenceDataset
 from circuits.metrics import _mask_rows
 from circuits.model import AttnOnlyTransformer
 
-MAX_LOGITS_PER_BLOCK = 2**25  # components × users × items held at once (128 MB in fp32)
+MAX_LOGITS_PER_BLOCK = 2**24  # components × users × items held at once (64 MB in fp32)
+MAX_USERS_PER_BLOCK = 256  # bounds the cached activations: users × n_ctx × heads × d_model
 
 
 def rank_table(
@@ -26,7 +27,7 @@ def rank_table(
     `exclude_seen` removes the user's history items from the candidates (the target, if seen, ranks last).
     """
     n_comp = len(with_groups(*residual_components(model, torch.from_numpy(split.history[:1])), model.cfg.n_layers)[1])
-    block = max(1, MAX_LOGITS_PER_BLOCK // (n_comp * ds.d_vocab))
+    block = max(1, min(MAX_USERS_PER_BLOCK, MAX_LOGITS_PER_BLOCK // (n_comp * ds.d_vocab)))
     frames = []
     for lo in range(0, len(split), block):
         rows = np.arange(lo, min(lo + block, len(split)))
@@ -46,7 +47,12 @@ def rank_table(
             "target_logit": target_logit.reshape(-1).numpy(),
             "rank": ranks.reshape(-1).numpy(),
         }))
-    return pd.concat(frames, ignore_index=True)
+    table = pd.concat(frames, ignore_index=True)
+    # component-major, users in split order, whatever the block size
+    order = {c: i for i, c in enumerate(labels)}
+    user_row = {u: i for i, u in enumerate(ds.user_ids[split.users])}
+    keys = np.lexsort((table["user_id"].map(user_row).to_numpy(), table["component"].map(order).to_numpy()))
+    return table.iloc[keys].reset_index(drop=True)
 
 
 def rank_summary(table: pd.DataFrame) -> pd.DataFrame:

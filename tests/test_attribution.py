@@ -126,3 +126,19 @@ def test_decompositions_carry_no_autograd_graph():
     for decompose in (residual_components, path_components):
         stack, _ = decompose(model_with(2), X)
         assert not stack.requires_grad
+
+
+def test_rank_table_does_not_depend_on_the_block_size(monkeypatch):
+    import pandas as pd
+
+    import circuits.ranks as ranks
+    from circuits.data.sequences import build_dataset
+
+    rng = np.random.default_rng(1)
+    rows = [(f"u{u}", str(i), t) for u in range(20) for t, i in enumerate(rng.integers(1, 12, size=6))]
+    ds = build_dataset(pd.DataFrame(rows, columns=["user", "item", "timestamp"]).astype({"timestamp": float}), {}, "t")
+    model = build_model(ModelConfig(d_vocab=ds.d_vocab, n_ctx=5, n_layers=1, n_heads=2, d_model=8, d_head=4), 0).eval()
+    split = ds.eval_split("valid", 5)
+    whole = ranks.rank_table(model, ds, split)
+    monkeypatch.setattr(ranks, "MAX_USERS_PER_BLOCK", 3)
+    pd.testing.assert_frame_equal(whole, ranks.rank_table(model, ds, split))
