@@ -35,18 +35,19 @@ def main() -> None:
     left, right = (t.contiguous() for t in circuit_factors(model, "L0"))
     flops = 2 * left.shape[0] * left.shape[1] * right.shape[1]
     with torch.no_grad():
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        t0 = time.perf_counter()
+        rows, cols, vals = top_pairs(left, right, args.top)
+        t_pairs = time.perf_counter() - t0
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         t0 = time.perf_counter()
         for lo in range(0, left.shape[0], BLOCK_DEFAULT):  # the same multiplies, nothing else
             (left[lo : lo + BLOCK_DEFAULT] @ right).max()
         t_mm = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rows, cols, vals = top_pairs(left, right, args.top)
-        t_pairs = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{args.items} items, d_model {args.d_model}, top {args.top}: pairs {t_pairs:.1f} s "
           f"({flops / t_pairs / 1e9:.1f} GFLOP/s effective); blocked matmul alone {t_mm:.1f} s "
           f"({flops / t_mm / 1e9:.1f} GFLOP/s); pairs runs at {t_mm / t_pairs:.2f} of matmul throughput; "
-          f"peak memory {peak:.0f} MB; threads {torch.get_num_threads()}")
+          f"peak memory {peak:.0f} MB (process after imports and model: {base:.0f} MB); threads {torch.get_num_threads()}")
     print(f"top pair: {int(rows[0])} -> {int(cols[0])} ({float(vals[0]):.3f})")
 
 

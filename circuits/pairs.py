@@ -53,33 +53,41 @@ def top_pairs(
     """Largest entries of left @ right: globally (k pairs) or per row (k per row). Returns (rows, cols, values).
 
     `keep` [d_vocab] bool restricts both rows and columns (e.g. items with enough training occurrences).
-    Order: value descending, then row, then column ascending (deterministic).
+    Order: value descending, then row, then column ascending. Global mode keeps a running threshold (the
+    current k-th best value): once k pairs are held, a block only contributes entries strictly above it, so
+    after the first block the top-k work is one comparison pass (exact: a later, larger-row entry that only
+    ties the threshold would lose the row-ascending tie anyway).
     """
     V = left.shape[0]
     keep = torch.ones(V, dtype=torch.bool) if keep is None else keep.clone()
     keep[0] = False
-    col_mask = torch.where(keep, 0.0, float("-inf"))
+    dropped_cols = (~keep).nonzero()[:, 0]
     best_v, best_i = torch.empty(0), torch.empty(0, dtype=torch.long)
     out_rows, out_cols, out_vals = [], [], []
     for lo in range(0, V, block):
         hi = min(lo + block, V)
-        scores = left[lo:hi] @ right  # [block, V]
-        scores += col_mask  # in place: one block-sized buffer at a time
+        scores = left[lo:hi] @ right  # [block, V], the only block-sized buffer
+        scores[:, dropped_cols] = float("-inf")
         scores[~keep[lo:hi]] = float("-inf")
         if exclude_self:
             scores[torch.arange(hi - lo), torch.arange(lo, hi)] = float("-inf")
-        kk = min(k, V)
         if per_row:
-            v, c = scores.topk(kk, dim=1)
+            v, c = scores.topk(min(k, V), dim=1)
             r = torch.arange(lo, hi)[:, None].expand_as(c)
             ok = torch.isfinite(v)
             out_rows.append(r[ok]), out_cols.append(c[ok]), out_vals.append(v[ok])
+            continue
+        if len(best_v) < k:  # two stages (exact: a block's top k lie in its rows' top k); no block-sized copy
+            rv, rc = scores.topk(min(k, V), dim=1)
+            v, sel = rv.reshape(-1).topk(min(k, rv.numel()))
+            flat = (sel // rv.shape[1]) * V + rc.reshape(-1)[sel]
         else:
-            v, flat = scores.reshape(-1).topk(min(kk, scores.numel()))
-            best_v = torch.cat([best_v, v])
-            best_i = torch.cat([best_i, flat + lo * V])
-            best_v, sel = best_v.topk(min(kk, len(best_v)))
-            best_i = best_i[sel]
+            above = (scores > best_v[-1]).reshape(-1).nonzero()[:, 0]
+            flat, v = above, scores.reshape(-1)[above]
+        best_v = torch.cat([best_v, v])
+        best_i = torch.cat([best_i, flat + lo * V])
+        best_v, sel = best_v.topk(min(k, len(best_v)))  # sorted descending: best_v[-1] is the threshold
+        best_i = best_i[sel]
     if per_row:
         rows, cols, vals = torch.cat(out_rows), torch.cat(out_cols), torch.cat(out_vals)
     else:
