@@ -85,7 +85,7 @@ def component_logits(
     return einops.einsum(stack, model.W_U.detach(), "c b d, d v -> c b v")
 
 
-def target_ranks(logits: Float[Tensor, "... d_vocab"], target: Int[Tensor, "batch"]) -> Int[Tensor, "... batch"]:
+def target_ranks(logits: Float[Tensor, "... d_vocab"], target: Int[Tensor, " batch"]) -> Int[Tensor, "... batch"]:
     """Rank of the target among all items (1 = best; padding excluded; ties pessimistic, as in metrics)."""
     scores = logits[..., 1:]
     t = logits.gather(-1, target.expand(*logits.shape[:-1])[..., None])

@@ -46,8 +46,7 @@ def repeat(ds: SequenceDataset) -> Scorer:
 
 
 def markov(ds: SequenceDataset) -> Scorer:
-    prev, nxt = ds.train_transitions()
-    keys, counts = np.unique(prev * ds.d_vocab + nxt, return_counts=True)
+    keys, counts = ds.transition_counts()
     row_ptr = np.searchsorted(keys, np.arange(ds.d_vocab + 1) * ds.d_vocab)
     pop = _popularity(ds)
 

@@ -47,7 +47,7 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
     return out
 
 
-def _mask_rows(scores: Tensor, ptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> None:
+def mask_rows(scores: Tensor, ptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> None:
     """scores[r, items of CSR row rows[r]] = -inf, in place."""
     lens = ptr[rows + 1] - ptr[rows]
     flat = np.concatenate([items[ptr[r] : ptr[r + 1]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
@@ -100,7 +100,7 @@ def split_ranks(
             cand = torch.cat([target[:, None], torch.from_numpy(negatives[rows])], dim=1)
             sub = scores.gather(1, cand)
             out["sampled"].append(rank_of_target(sub, torch.zeros_like(target)).numpy())
-        _mask_rows(scores, split.seen_ptr, split.seen_items, rows)
+        mask_rows(scores, split.seen_ptr, split.seen_items, rows)
         out["full/excluded"].append(rank_of_target(scores, target).numpy())
     return {k: np.concatenate(v) for k, v in out.items() if v}
 

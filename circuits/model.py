@@ -177,6 +177,13 @@ class AttnOnlyTransformer(HookedRootModule):
         return self.unembed(self.residual(items))
 
 
+def strip_left_padding(items: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch width"]:
+    """Drop the leading columns that are padding in every row (exact: positions count from the first real
+    item, so the logits at real positions do not change)."""
+    width = int((items != PAD).sum(-1).max()) if items.numel() else 0
+    return items[:, items.shape[-1] - max(width, 1) :]
+
+
 def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None:
     """Initialise from an explicit generator (reproducible, and never seeds the global RNG).
 

@@ -99,8 +99,7 @@ def top_pairs(
 
 def pair_counts(ds: SequenceDataset, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """How often b directly followed a in the training parts."""
-    prev, nxt = ds.train_transitions()
-    keys, counts = np.unique(prev * ds.d_vocab + nxt, return_counts=True)
+    keys, counts = ds.transition_counts()
     q = a.astype(np.int64) * ds.d_vocab + b
     pos = np.clip(np.searchsorted(keys, q), 0, max(len(keys) - 1, 0))
     return np.where((len(keys) > 0) & (keys[pos] == q), counts[pos], 0) if len(keys) else np.zeros(len(q), int)

@@ -12,8 +12,8 @@ import torch
 
 from circuits.attribution import component_logits, residual_components, target_ranks, with_groups
 from circuits.data.sequences import EvalSplit, SequenceDataset
-from circuits.metrics import _mask_rows
-from circuits.model import AttnOnlyTransformer
+from circuits.metrics import mask_rows
+from circuits.model import AttnOnlyTransformer, strip_left_padding
 
 MAX_LOGITS_PER_BLOCK = 2**24  # components × users × items held at once (64 MB in fp32)
 MAX_USERS_PER_BLOCK = 256  # bounds the cached activations: users × n_ctx × heads × d_model
@@ -31,15 +31,14 @@ def rank_table(
     frames = []
     for lo in range(0, len(split), block):
         rows = np.arange(lo, min(lo + block, len(split)))
-        history = torch.from_numpy(split.history[rows])
-        width = int((history != 0).sum(1).max())
-        stack, labels = with_groups(*residual_components(model, history[:, -width:]), model.cfg.n_layers)
+        history = strip_left_padding(torch.from_numpy(split.history[rows]))
+        stack, labels = with_groups(*residual_components(model, history), model.cfg.n_layers)
         logits = component_logits(model, stack)  # [n_comp, batch, d_vocab]
         target = torch.from_numpy(split.target[rows])
         target_logit = logits.gather(-1, target.expand(len(labels), -1)[..., None])[..., 0]
         if exclude_seen:
             for c in range(len(labels)):
-                _mask_rows(logits[c], split.seen_ptr, split.seen_items, rows)
+                mask_rows(logits[c], split.seen_ptr, split.seen_items, rows)
         ranks = target_ranks(logits, target)
         frames.append(pd.DataFrame({
             "user_id": np.tile(ds.user_ids[split.users[rows]], len(labels)),

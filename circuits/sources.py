@@ -18,7 +18,7 @@ from circuits.model import AttnOnlyTransformer
 
 def attention_sources(
     model: AttnOnlyTransformer,
-    items: Int[Tensor, "pos"],
+    items: Int[Tensor, " pos"],
     target: int,
     titles: np.ndarray | None = None,
     timestamps: np.ndarray | None = None,

@@ -25,7 +25,7 @@ from circuits.config import ModelConfig
 from circuits.data.sequences import SequenceDataset
 from circuits.errors import UserError
 from circuits.metrics import evaluate_split
-from circuits.model import AttnOnlyTransformer, build_model
+from circuits.model import AttnOnlyTransformer, build_model, strip_left_padding
 from circuits.runs import finish, partial_dir, save_state, save_weights, write_json
 
 AUTO_FULL_SOFTMAX_MAX_ITEMS = 2_048  # above this, 512 shared negatives: ~3x faster epochs on ML-1M (3,416 items), better NDCG per minute
@@ -125,8 +125,7 @@ def model_scorer(model: AttnOnlyTransformer):
     """Scores for the next item after each (left-padded) history: logits at the last position."""
 
     def score(history: Tensor, rows: np.ndarray) -> Tensor:
-        width = int((history != 0).sum(1).max())  # left-padded: drop the all-padding columns
-        return model.unembed(model.residual(history[:, -max(width, 1) :])[:, -1])
+        return model.unembed(model.residual(strip_left_padding(history))[:, -1])
 
     return score
 
@@ -207,7 +206,7 @@ def train(
         for idx in length_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch])):
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * lr_scale * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
-            width = int(lengths[idx].max())  # left-padded: the first n_ctx - width columns are all padding
+            width = int(lengths[idx].max())  # the targets' width; strip_left_padding works on inputs only
             x, y = inputs[idx, -width:], targets[idx, -width:]
             loss = next_item_loss(model, x, y, n_neg, log_q)
             optimizer.zero_grad(set_to_none=True)

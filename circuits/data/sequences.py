@@ -175,6 +175,11 @@ class SequenceDataset:
         ok = mask[1:] & mask[:-1] & (same_user[1:] == same_user[:-1])
         return self.items[:-1][ok], self.items[1:][ok]
 
+    def transition_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse first-order transition counts: (sorted keys a·d_vocab + b, counts) over the training parts."""
+        prev, nxt = self.train_transitions()
+        return np.unique(prev * self.d_vocab + nxt, return_counts=True)
+
     # --- model inputs -------------------------------------------------------------------------------
     def train_windows(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
         """Training inputs and next-item targets, left-padded: int64 [n_train_users, n_ctx] each.
