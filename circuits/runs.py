@@ -83,10 +83,15 @@ class Run:
 
 
 def check_matches(run: "Run", ds) -> None:
-    want = run.config["data"]["fingerprint"]
-    if ds.fingerprint != want or ds.d_vocab != run.model.cfg.d_vocab:
+    check_data(run.config, run.path, ds)
+
+
+def check_data(config: dict, where: Path, ds) -> None:
+    """The data must be what the run (finished or partial, described by its config.json) was trained on."""
+    want = config["data"]["fingerprint"]
+    if ds.fingerprint != want or ds.d_vocab != config["model"]["d_vocab"]:
         raise UserError(
-            f"checkpoint {run.path} does not match the data: it was trained on {run.config['data']['summary']['items']}"
+            f"checkpoint {where} does not match the data: it was trained on {config['data']['summary']['items']}"
             f" items (fingerprint {want}), the data has {ds.n_items} items (fingerprint {ds.fingerprint})"
         )
 

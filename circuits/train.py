@@ -11,7 +11,7 @@ from pathlib import Path
 from circuits.config import ModelConfig
 from circuits.data.cli_args import add_data_arguments, data_record, dataset_from_args
 from circuits.errors import ArgumentParser, UserError, run_cli
-from circuits.runs import partial_dir
+from circuits.runs import check_data, partial_dir
 
 DEFAULT_N_CTX = 200
 
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         shutil.rmtree(partial_dir(out))
     cfg_fields = {f.name for f in fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in cfg_fields}
-    train_cfg = TrainConfig(**{**values, "snapshot_minutes": tuple(args.snapshot_minutes)})
+    train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in cfg_fields})
     ds = dataset_from_args(args)
     n_ctx = max(1, min(args.n_ctx, int(ds.lengths.max()) - 1))
     try:
@@ -124,9 +123,7 @@ def _resume(out: Path, quiet: bool) -> int:
         raise UserError(f"nothing to resume: {part / 'state.pt'} not found")
     config = json.loads((part / "config.json").read_text())
     ds = load_dataset(config["data"]["source"], **config["data"]["options"])
-    if ds.fingerprint != config["data"]["fingerprint"]:
-        raise UserError(f"the data of {out} has changed since training started (fingerprint {ds.fingerprint}, "
-                        f"expected {config['data']['fingerprint']})")
+    check_data(config, part, ds)
     train(ds, ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), out,
           {"data": config["data"]}, resume=True, progress=not quiet)
     _print_summary(out, report_table)

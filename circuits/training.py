@@ -51,6 +51,10 @@ class TrainConfig:
     # keep the best-on-validation weights as of these training times (minutes), to measure learning curves
     snapshot_minutes: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        # a list from argparse or JSON becomes a tuple, so the config stays hashable and compares equal
+        object.__setattr__(self, "snapshot_minutes", tuple(self.snapshot_minutes))
+
     def resolved_negatives(self, n_items: int) -> int:
         if self.negatives >= 0:
             return self.negatives
@@ -58,8 +62,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        kw = {f.name: d[f.name] for f in fields(cls) if f.name in d}
-        return cls(**{**kw, "snapshot_minutes": tuple(kw.get("snapshot_minutes", ()))})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def resolve_seen_policy(policy: str, ds: SequenceDataset) -> str:

@@ -25,6 +25,22 @@ def run_train(journeys, out, layers, *extra):
     return train.main(["--layers", str(layers), "--data", str(journeys), "--out", str(out), "--epochs", "3", *FAST, *extra])
 
 
+def interrupt_at_second_epoch(monkeypatch):
+    """Make training raise KeyboardInterrupt in its second epoch's validation; return the real function."""
+    import circuits.training as training
+
+    real_validate, calls = training.validate, []
+
+    def crash(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(training, "validate", crash)
+    return real_validate
+
+
 @pytest.mark.parametrize("layers", [0, 1, 2])
 def test_train_and_evaluate_each_depth(journeys, tmp_path, capsys, layers):
     out = tmp_path / f"L{layers}"
@@ -59,15 +75,7 @@ def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys,
     import circuits.training as training
 
     run_train(journeys, tmp_path / "straight", 2)
-    real_validate, calls = training.validate, []
-
-    def crash_on_second_epoch(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*a, **kw)
-
-    monkeypatch.setattr(training, "validate", crash_on_second_epoch)
+    real_validate = interrupt_at_second_epoch(monkeypatch)
     assert run_train(journeys, tmp_path / "cut", 2) == 130  # reported, not a traceback
     monkeypatch.setattr(training, "validate", real_validate)
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial/state.pt").exists()
@@ -147,3 +155,16 @@ def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys
     assert decompose.main([str(tmp_path / "run"), "--all", "--out", str(out)]) == 0
     table = pd.read_parquet(out)
     assert len(table) == len(split) * 11 and table["rank"].min() >= 1
+
+
+def test_resume_refuses_data_that_changed(journeys, tmp_path, monkeypatch):
+    import circuits.training as training
+
+    real_validate = interrupt_at_second_epoch(monkeypatch)
+    assert run_train(journeys, tmp_path / "cut", 0) == 130
+    monkeypatch.setattr(training, "validate", real_validate)
+    config = json.loads((tmp_path / "cut.partial/config.json").read_text())
+    config["data"]["fingerprint"] = "0" * 16
+    (tmp_path / "cut.partial/config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="does not match the data"):
+        train.main(["--resume", "--out", str(tmp_path / "cut"), "--quiet"])
