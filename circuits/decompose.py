@@ -13,6 +13,7 @@ import torch
 from circuits.attribution import component_logits, path_components, residual_components, target_ranks, with_groups
 from circuits.errors import ArgumentParser, UserError, run_cli
 from circuits.runs import load_run
+from circuits.sources import format_gap
 
 
 def build_parser() -> ArgumentParser:
@@ -38,13 +39,6 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-def _gap(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
 def decompose_sequence(
     run, ds, user_id: str, split: str = "test", pos: int = -1, top: int = 10, paths: bool = False
 ) -> dict:
@@ -65,7 +59,7 @@ def decompose_sequence(
     target = int(ds.items[start + q + 1]) if start + q + 1 < end else int(ds.items[end])
     times = ds.timestamps[start:end]
     seq = pd.DataFrame({"position": np.arange(len(window)), "item_id": ds.item_ids[window], "title": ds.titles[window],
-                        "gap_to_previous": [""] + [_gap(g) for g in np.diff(times)]})
+                        "gap_to_previous": [""] + [format_gap(g) for g in np.diff(times)]})
     items = torch.from_numpy(window[: q + 1])[None]
     decompose = path_components if paths else residual_components
     stack, labels = with_groups(*decompose(run.model, items), run.model.cfg.n_layers)
@@ -108,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(view["sources"]):
         print("\nmain attention sources per head (weight × OV logit of the target = contribution):")
         s = view["sources"].sort_values(["head", "weight"], ascending=[True, False]).groupby("head").head(3)
-        s = s.assign(gap=s["gap"].map(_gap))
+        s = s.assign(gap=s["gap"].map(format_gap))
         print(s[["head", "key_pos", "title", "gap", "weight", "ov_logit", "contribution"]].to_string(
             index=False, float_format="%.3f", max_colwidth=50))
         print("\n" + view["same_item_attention"].to_string(float_format="%.3f"))

@@ -57,8 +57,34 @@ def attention_sources(
     return pd.DataFrame(rows)
 
 
+def format_gap(seconds: float) -> str:
+    """Seconds → '2.1 d', '3.0 h', '12.5 min', '40 s' ('' for a missing gap)."""
+    if not np.isfinite(seconds):
+        return ""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if abs(seconds) >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
+
+
 def same_item_attention(sources: pd.DataFrame) -> pd.DataFrame:
     """Per head: share of the query's attention on the same item, and on near-identical items."""
     g = sources.assign(same=sources.weight * sources.same_item, near=sources.weight * sources.near_same_item)
     return g.groupby("head", sort=False)[["same", "near"]].sum().rename(
         columns={"same": "same_item_share", "near": "near_same_share"})
+
+
+@torch.no_grad()
+def same_item_share(model: AttnOnlyTransformer, histories: Int[Tensor, "batch pos"]) -> dict[str, float]:
+    """Per head: attention mass on keys holding the query's own item (itself and earlier occurrences), averaged
+    over every real query position of `histories` (left-padded) — the batched form of `same_item_attention`."""
+    _, cache = model.run_with_cache(histories)
+    same = (histories[:, :, None] == histories[:, None, :]) & (histories != 0)[:, :, None]  # [b, q, k]
+    real = histories != 0
+    out = {}
+    for l in range(model.cfg.n_layers):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
+        mass = (pattern * same[:, None]).sum(-1)  # [b, h, q]
+        for h in range(model.cfg.n_heads):
+            out[f"L{l}H{h}"] = float(mass[:, h][real].mean())
+    return out

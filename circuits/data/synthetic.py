@@ -4,8 +4,9 @@ Users browse documents grouped into topics, in sessions. Each next document come
 recorded per row in the log's `mechanism` column (the ground truth), checked in this order:
 
 - `induction` (rate `p_induction`): right after a *revisit* of an earlier document a, replay what followed
-  a earlier in the same user's history (…a b … a → b). b is whatever this user happened to read after a,
-  so it is user-specific: bigram statistics cannot predict it, attention to the history can.
+  a earlier in the same user's history (…a b … a → b), and go on replaying at the same rate (…a b c … a b
+  → c): the user retraces an earlier path. b is whatever this user happened to read after a, so it is
+  user-specific: bigram statistics cannot predict it, attention to the history can (an induction head).
 - `series` (`p_series`): the current document is part k of an ordered series → part k+1 (directional
   bigrams: part 2 follows part 1, never the reverse).
 - then one draw among: `repeat` (`p_repeat`, the same document again: A→A), `revisit` (`p_revisit`, an
@@ -161,7 +162,7 @@ def _next(cfg, rng, hist, last_mech, topic, topics, by_topic, weights, next_part
     if not hist:
         return "start", _topic_doc(rng, topic, by_topic, weights)
     cur = hist[-1]
-    if last_mech == "revisit" and rng.random() < cfg.p_induction:
+    if last_mech in ("revisit", "induction") and rng.random() < cfg.p_induction:
         follower = _follower(hist)
         if follower is not None:
             return "induction", follower

@@ -1,0 +1,34 @@
+"""`python -m circuits.report RUN_DIR [RUN_DIR …]`: write a self-contained HTML report."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from circuits.errors import ArgumentParser, run_cli
+from circuits.report.build import build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(
+        prog="python -m circuits.report",
+        description="Write one self-contained HTML file (opens offline): for one run, its run card, rank by "
+        "component, top document pairs, head scores, attention patterns and decompositions of chosen test "
+        "users; for several runs on the same data, a comparison page.",
+    )
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--seq-ids", nargs="+", help="user ids to show (default: median, most helped and most hurt "
+                   "by the attention layers)")
+    p.add_argument("--out", help="HTML path (default reports/<run>.html or reports/compare-<runs>.html)")
+    p.add_argument("--top", type=int, default=10, help="pairs listed per circuit (default 10)")
+    p.add_argument("--window", type=int, default=30, help="last items of each history shown (default 30)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, progress=not args.quiet)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,127 @@
+"""Build a report: one run → its full page; several runs → a comparison page. Written atomically."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from circuits import plots
+from circuits.errors import UserError
+from circuits.report import sections as S
+from circuits.report.page import Section, render
+
+
+def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 10, window: int = 30,
+               progress: bool = True) -> str:
+    """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition)."""
+    ds = ds or run.dataset()
+    steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
+    sections = [S.run_card(run)]
+    steps.update()
+    table = S.rank_table_for(run, ds)
+    sections.append(S.rank_section(run, table, ds.n_items))
+    steps.update()
+    users = _check_users(ds, seq_ids) if seq_ids else S.representative_users(table)
+    sections.append(S.pairs_section(run, ds, top_pairs))
+    steps.update()
+    heads = S.heads_section(run, ds)
+    if heads is not None:
+        sections.append(heads)
+    steps.update()
+    if run.model.cfg.n_layers:
+        sections.append(S.sequences_section(run, ds, users, window))
+    steps.update()
+    sections.append(S.decomposition_section(run, ds, users))
+    steps.update()
+    steps.close()
+    cfg = run.config["model"]
+    return render(f"{S.run_name(run)}: {cfg['n_layers']}-layer attention-only model",
+                  f"{run.config['data']['summary'].get('name', '')} · report built {_now()}", sections)
+
+
+def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, window: int = 30,
+                      progress: bool = True) -> str:
+    """The HTML of a comparison page: metrics by depth, rank by component side by side, attention per model."""
+    fingerprints = {r.config["data"]["fingerprint"] for r in runs}
+    if len(fingerprints) > 1:
+        raise UserError("the runs were trained on different data; a comparison page needs runs on the same data")
+    ds = ds or runs[0].dataset()
+    names = [S.run_name(r) for r in runs]
+    if len(set(names)) < len(names):
+        names = [str(r.path) for r in runs]
+    tables = {}
+    for r, name in tqdm(list(zip(runs, names)), desc="ranks", disable=not progress, leave=False):
+        tables[name] = S.rank_table_for(r, ds)
+
+    metrics = []
+    for r, name in zip(runs, names):
+        m = S.metrics_frame(r)
+        m = m[m["system"] == "model"].drop(columns="system")
+        metrics.append(m.assign(run=name, layers=r.model.cfg.n_layers, heads=r.model.cfg.n_heads))
+    metrics = pd.concat(metrics, ignore_index=True)
+    card = Section("Metrics by model", anchor="metrics")
+    card.text("Test split; full ranking first (pessimistic ties), sampled last and labelled. Baselines are on each "
+              "run's own report.")
+    card.table(metrics[["run", "layers", "heads", "protocol", "HR@10", "NDCG@10", "MRR@10"]])
+    card.figure(plots.depth_lines(metrics[metrics["protocol"].str.startswith("full/")], title="Test NDCG@10 by depth"))
+
+    ranks = Section("Rank by component, side by side", anchor="ranks")
+    ranks.text(f"{S.GROUP_ORDER_NOTE} Same test users for every model.")
+    q = pd.concat([S.rank_quantiles(t).assign(run=n) for n, t in tables.items()], ignore_index=True)
+    ranks.figure(plots.rank_boxes(q, n_items=ds.n_items))
+    gains = pd.concat([S.layer_gains(t).assign(run=n) for n, t in tables.items()], ignore_index=True)
+    if len(gains):
+        ranks.figure(plots.share_bars(gains))
+
+    deepest = max(range(len(runs)), key=lambda i: runs[i].model.cfg.n_layers)
+    users = _check_users(ds, seq_ids) if seq_ids else S.representative_users(tables[names[deepest]])
+    att = Section("Attention patterns per model", anchor="attention")
+    att.text(f"The same test users for every model (the last {window} items). Hover for titles, weight and time gap.")
+    for u in users:
+        att.heading(f"user {u}")
+        parts = []
+        for r, name in zip(runs, names):
+            if r.model.cfg.n_layers:
+                part = Section(name).heading(name)
+                for f in S.attention_figures(r, ds, u, window):
+                    part.figure(f)
+                parts.append(part)
+        att.grid(parts)
+    return render("Model comparison: " + ", ".join(names), f"{runs[0].config['data']['summary'].get('name', '')} · "
+                  f"report built {_now()}", [card, ranks, att])
+
+
+def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
+                 top_pairs: int = 10, window: int = 30, progress: bool = True) -> Path:
+    """Load the runs, build the page (one run: its report; several: a comparison), write it to `out`."""
+    from circuits.runs import load_run
+
+    runs = [load_run(d) for d in run_dirs]
+    if not runs:
+        raise UserError("give at least one run directory")
+    if len(runs) == 1:
+        page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, progress=progress)
+        default = f"reports/{S.run_name(runs[0])}.html"
+    else:
+        page = comparison_report(runs, seq_ids=seq_ids, window=window, progress=progress)
+        default = "reports/compare-" + "-".join(S.run_name(r) for r in runs)[:120] + ".html"
+    out = Path(out or default)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    return out
+
+
+def _check_users(ds, seq_ids: list[str]) -> list[str]:
+    for u in seq_ids:
+        ds.user_index(u)  # one-line error for an unknown id
+    return list(seq_ids)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

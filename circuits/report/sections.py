@@ -1,0 +1,239 @@
+"""Section builders: a loaded run (and its dataset) in, a `Section` of tables and figures out.
+
+Each builder uses the library's analyses (ranks, pairs, heads, sources, decomposition) and the plotting
+helpers; none of them computes anything the library does not also return as a DataFrame.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from circuits import plots
+from circuits.report.page import Section
+
+GROUP_ORDER_NOTE = ("L0 = embed + pos (the direct, bigram path); L1 = all layer-0 heads; L2 = all layer-1 heads; "
+                    "L0+L1, L0+L1+L2 = cumulative sums (the last is the full model).")
+
+
+def run_name(run) -> str:
+    return run.path.name
+
+
+def policy_of(run) -> str:
+    return run.config["train"].get("resolved_seen_policy", "excluded")
+
+
+def is_group(component: str) -> bool:
+    return component == "L0" or all(part[1:].isdigit() for part in component.split("+"))
+
+
+# --- run card ---------------------------------------------------------------------------------------------
+
+def metrics_frame(run, split: str = "test") -> pd.DataFrame:
+    """Model and baselines on `split`: full ranking under the run's seen policy first, sampled last."""
+    from circuits.evaluation import report_table
+
+    policy = policy_of(run)
+    t = report_table(run.metrics)
+    t = t[t["split"] == split].drop(columns="split")
+    order = {f"full/{policy}": 0, f"full/{'included' if policy == 'excluded' else 'excluded'}": 1, "sampled": 2}
+    t = t.assign(_o=t["protocol"].map(order)).sort_values(["_o"], kind="stable").drop(columns="_o")
+    t["protocol"] = t["protocol"].replace({"sampled": "sampled-100 (SAMPLED: flatters, not comparable)"})
+    return t.reset_index(drop=True)
+
+
+def run_card(run) -> Section:
+    cfg, train, data = run.config["model"], run.config["train"], run.config["data"]
+    summary, training = data["summary"], run.metrics.get("training", {})
+    n_params = sum(p.numel() for p in run.model.parameters())
+    facts = pd.DataFrame([
+        ("data", summary.get("name", data["source"])),
+        ("users / items / interactions", f"{summary['users']:,} / {summary['items']:,} / {summary['interactions']:,}"),
+        ("model", f"{cfg['n_layers']} attention layer(s) × {cfg['n_heads']} heads, d_model {cfg['d_model']}, "
+                  f"d_head {cfg['d_head']}, context {cfg['n_ctx']}, positions {'learned' if cfg['positional'] else 'none'}"
+                  f", {'tied' if cfg['tied'] else 'untied'} unembedding, {n_params:,} parameters"),
+        ("training", f"{training.get('minutes', float('nan')):.1f} min, best epoch {training.get('best_epoch')} of "
+                     f"{training.get('epochs_run')} (stopped by {training.get('stopped_by')}), lr {train['lr']}, "
+                     f"batch {train['batch_size']}, negatives {train.get('resolved_negatives')}"),
+        ("checkpoint", f"chosen on {training.get('selection', 'validation')}; test read once, after training"),
+        ("run directory", str(run.path)),
+    ], columns=["", "value"])
+    t = metrics_frame(run)
+    sec = Section("Run card", anchor="card")
+    sec.table(facts).heading("Test metrics (model next to the baselines)")
+    sec.text(f"Full ranking over all {summary['items']:,} items first (pessimistic ties); the seen-item policy of this "
+             f"data is '{policy_of(run)}'. The sampled protocol is shown last and labelled: it ranks the target "
+             "against 100 random unseen items and overstates every model.")
+    sec.table(t)
+    full = t[t["protocol"].str.startswith("full/")]
+    sec.figure(plots.metrics_bars(full, title="Test NDCG@10, full ranking"))
+    return sec
+
+
+# --- rank by component ------------------------------------------------------------------------------------
+
+def rank_table_for(run, ds, split: str = "test") -> pd.DataFrame:
+    from circuits.ranks import rank_table
+
+    sp = ds.eval_split(split, run.model.cfg.n_ctx)
+    return rank_table(run.model, ds, sp, exclude_seen=policy_of(run) == "excluded")
+
+
+def rank_quantiles(table: pd.DataFrame, groups_only: bool = True) -> pd.DataFrame:
+    t = table[table["component"].map(is_group)] if groups_only else table
+    q = t.groupby("component", sort=False)["rank"].quantile([0.05, 0.25, 0.5, 0.75, 0.95]).unstack()
+    q.columns = ["q05", "q25", "median", "q75", "q95"]
+    return q.reset_index()
+
+
+def layer_gains(table: pd.DataFrame) -> pd.DataFrame:
+    """Share of users whose target ranks strictly better after adding each layer (L0 → L0+L1 → …)."""
+    wide = table.pivot(index="user_id", columns="component", values="rank")
+    chain = [c for c in wide.columns if c == "L0" or (c.startswith("L0+") and is_group(c))]
+    chain.sort(key=len)
+    return pd.DataFrame([{"step": f"{a} → {b}", "share": float((wide[b] < wide[a]).mean())}
+                         for a, b in zip(chain, chain[1:])])
+
+
+def rank_section(run, table: pd.DataFrame, n_items: int) -> Section:
+    from circuits.ranks import rank_summary
+
+    sec = Section("Rank by component", anchor="ranks")
+    sec.text(f"Where the correct next item ranks (1 = best among {n_items:,}; pessimistic ties) when the logits come "
+             f"from one component alone, for every test user. {GROUP_ORDER_NOTE} Boxes: quartiles; whiskers: 5th and "
+             "95th percentiles; log scale.")
+    sec.figure(plots.rank_boxes(rank_quantiles(table), n_items=n_items))
+    gains = layer_gains(table)
+    if len(gains):
+        sec.figure(plots.share_bars(gains))
+    summary = rank_summary(table).reset_index()
+    sec.table(summary, float_format="{:.3f}")
+    for k, v in summary.attrs.items():
+        sec.text(f"{k.replace('_', ' ')}: {v:.1%}")
+    return sec
+
+
+def representative_users(table: pd.DataFrame, k: int = 3) -> list[str]:
+    """The median user under the full model, the one the attention layers help most and the one they hurt
+    most (by log-rank change from L0 to the full model); for a 0-layer model, median, best and worst."""
+    wide = table.pivot(index="user_id", columns="component", values="rank")
+    full = max((c for c in wide.columns if is_group(c)), key=len)
+    order = wide[full].sort_values(kind="stable")
+    picks = [order.index[len(order) // 2]]
+    if full != "L0":
+        change = (np.log(wide[full]) - np.log(wide["L0"])).sort_values(kind="stable")
+        picks += [change.index[0], change.index[-1]]
+    else:
+        picks += [order.index[0], order.index[-1]]
+    out = []
+    for u in picks + list(order.index):
+        if u not in out:
+            out.append(u)
+        if len(out) == k:
+            break
+    return [str(u) for u in out]
+
+
+# --- top pairs --------------------------------------------------------------------------------------------
+
+def pairs_section(run, ds, top: int = 10) -> Section:
+    from circuits.pairs import pair_table
+
+    sec = Section("Top document pairs", anchor="pairs")
+    sec.text("Largest entries of each circuit's item × item table, computed blockwise (the table is never built): "
+             "L0 = W_E W_U (current item → next item); OV = W_E W_V W_O W_U (attended item → boosted item); "
+             "QK = W_E W_Q (W_E W_K)ᵀ/√d_head (query item → attended item). Counts are training occurrences; "
+             "pair count = how often the second item directly followed the first in training.")
+    circuits = ["L0"] + [f"{kind}:{h}" for h in run.model.head_labels() for kind in ("OV", "QK")]
+    parts = []
+    for c in circuits:
+        t = pair_table(run.model, ds, c, top=top)
+        t = t[["source_title", "target_title", "value", "source_count", "target_count", "pair_count"]]
+        parts.append(Section(c).heading(c).table(t.rename(columns={"source_title": "from", "target_title": "to"}),
+                                                 float_format="{:.2f}"))
+    sec.grid(parts)
+    return sec
+
+
+# --- head scores --------------------------------------------------------------------------------------------
+
+def heads_section(run, ds) -> Section | None:
+    from circuits.heads import composition, head_scores
+    from circuits.sources import same_item_share
+
+    model = run.model
+    if model.cfg.n_layers == 0:
+        return None
+    valid = ds.eval_split("valid", model.cfg.n_ctx)
+    histories = torch.from_numpy(valid.history[:256])
+    scores = head_scores(model, histories)
+    scores["same_item_share"] = pd.Series(same_item_share(model, histories))
+    sec = Section("Head scores", anchor="heads")
+    sec.text("ov_copying: Σλ/Σ|λ| of the OV circuit's eigenvalues (1 = pure copying); ov_self_top / qk_self_top: share of "
+             "items whose top OV output / top QK key is themselves; ov_bigram_corr: agreement of the head's OV table "
+             "with the L0 bigram table; positional_share: share of attention-score variance from positions; "
+             "same_item_share: attention on the query's own item (itself and earlier occurrences) over validation histories; "
+             "induction / previous_item: attention on repeated random sequences.")
+    sec.table(scores, float_format="{:.3f}", index=True)
+    sec.figure(plots.head_score_bars(scores, ["ov_copying", "ov_self_top", "qk_self_top", "ov_bigram_corr",
+                                              "positional_share", "same_item_share"], "Circuit scores per head"))
+    sec.figure(plots.head_score_bars(scores, ["induction", "previous_item"], "Induction and previous-item scores"))
+    comp = composition(model)
+    if len(comp):
+        sec.figure(plots.composition_heatmap(comp))
+    return sec
+
+
+# --- chosen sequences: attention patterns and decomposition -------------------------------------------------
+
+def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
+    """One heatmap per head for the user's test history (its last `window` items)."""
+    u = ds.user_index(user_id)
+    lo, hi = ds.offsets[u], ds.offsets[u + 1]
+    start = max(lo, hi - 1 - run.model.cfg.n_ctx)
+    items = ds.items[start : hi - 1]
+    times = ds.timestamps[start : hi - 1].astype(float)
+    with torch.no_grad():
+        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None])
+    keep = slice(max(0, len(items) - window), len(items))
+    titles = list(ds.titles[items[keep]])
+    gaps = times[keep][:, None] - times[keep][None, :]
+    figs = []
+    for l in range(run.model.cfg.n_layers):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"][0].numpy()
+        for h in range(run.model.cfg.n_heads):
+            p = pattern[h][keep, keep]
+            hidden = 1 - p.sum(1)[-1]
+            note = f" (last query: {hidden:.0%} on earlier items not shown)" if hidden > 0.005 else ""
+            figs.append(plots.attention_heatmap(p, titles, gaps, title=f"L{l}H{h} · user {plots.safe(user_id)}{note}"))
+    return figs
+
+
+def sequences_section(run, ds, user_ids: list[str], window: int = 30) -> Section:
+    sec = Section("Attention patterns", anchor="attention")
+    sec.text(f"Test histories of chosen users (the last {window} items; padding hidden). Rows: query positions, "
+             "each predicting the next item; columns: attended items. Hover for titles, weight and time gap.")
+    for u in user_ids:
+        sec.heading(f"user {u}")
+        figs = attention_figures(run, ds, u, window)
+        if not figs:
+            sec.text("a 0-layer model has no attention")
+        for f in figs:
+            sec.figure(f)
+    return sec
+
+
+def decomposition_section(run, ds, user_ids: list[str], top: int = 3) -> Section:
+    from circuits.decompose import decompose_sequence
+
+    sec = Section("Decomposition of the chosen sequences", anchor="decomposition")
+    sec.text(f"The logits of the last position split exactly into components; for each, the correct item's logit and "
+             f"rank and the top {top} items. {GROUP_ORDER_NOTE}")
+    for u in user_ids:
+        view = decompose_sequence(run, ds, u, "test", top=top)
+        sec.heading(f"user {u}: target '{view['target_title']}'")
+        comps = view["components"].assign(top_items=lambda d: d.top_items.map(" | ".join))
+        sec.table(comps, float_format="{:.3f}")
+    return sec
