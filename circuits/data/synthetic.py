@@ -44,6 +44,9 @@ NOUNS = [
     "tricks", "myths", "lessons", "field report", "interview", "case study", "checklist",
 ]
 SERIES_NAMES = ["Foundations", "Deep dive", "Masterclass", "Walkthrough", "Course", "Chronicle"]
+# Bumped whenever the same config generates different data (2: induction replays continue), so cached
+# folders of an older generator are never reused.
+GENERATOR_VERSION = 2
 MECHANISMS = ("start", "induction", "series", "repeat", "revisit", "jump", "topic")
 
 
@@ -60,7 +63,7 @@ class SyntheticConfig:
     max_length: int = 60
     topics_per_user: int = 2
     session_mean_length: float = 8.0
-    p_induction: float = 0.9
+    p_induction: float = 0.8
     p_series: float = 0.7
     p_repeat: float = 0.12
     p_revisit: float = 0.2
@@ -76,7 +79,8 @@ class SyntheticConfig:
             raise ValueError("need 3 <= min_length <= max_length")
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        spec = {**asdict(self), "generator_version": GENERATOR_VERSION}
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
@@ -149,6 +153,7 @@ def generate(cfg: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     series_pairs = [[cat["item_id"].iat[a], cat["item_id"].iat[b]] for a, b in enumerate(next_part) if b >= 0]
     truth = {
         "config": asdict(cfg),
+        "generator_version": GENERATOR_VERSION,
         "mechanisms": {m: int((log["mechanism"] == m).sum()) for m in MECHANISMS},
         "topics": {TOPICS[t]: cat["item_id"].to_numpy()[by_topic[t]].tolist() for t in range(cfg.n_topics)},
         "series": [g.sort_values("part")["item_id"].tolist() for _, g in cat[cat["series"] >= 0].groupby("series")],
