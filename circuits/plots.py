@@ -81,7 +81,8 @@ def attention_heatmap(
     if gaps is not None:
         custom = np.vectorize(format_gap)(gaps)
         hover += "<br>time gap %{customdata}"
-    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, customdata=custom, colorscale="Blues", zmin=0, zmax=1,
+    zmax = max(0.05, float(np.nanmax(z))) if n else 1.0  # scaled to this head: diffuse patterns stay visible
+    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, customdata=custom, colorscale="Blues", zmin=0, zmax=zmax,
                                hovertemplate=hover + "<extra></extra>", hoverongaps=False, colorbar=dict(len=0.6)))
     size = min(900, 260 + 14 * n)
     fig.update_layout(**{**LAYOUT, "margin": dict(l=10, r=10, t=40, b=10)}, title=title, height=size, width=size + 80)

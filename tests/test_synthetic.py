@@ -27,7 +27,7 @@ def test_every_row_is_explained_by_its_mechanism():
             elif mech == "revisit":
                 assert item in items[: t - 2] and item != prev
             elif mech == "induction":
-                assert mechs[t - 1] == "revisit"
+                assert mechs[t - 1] in ("revisit", "induction")  # a replay starts at a revisit and may go on
                 j = max(j for j in range(t - 2) if items[j] == prev)  # most recent earlier occurrence
                 assert items[j + 1] == item
             elif mech == "jump":

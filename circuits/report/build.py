@@ -16,7 +16,7 @@ from circuits.report.page import Section, render
 
 
 def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 10, window: int = 30,
-               progress: bool = True) -> str:
+               min_count: int = 10, progress: bool = True) -> str:
     """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition)."""
     ds = ds or run.dataset()
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
@@ -26,7 +26,7 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
     sections.append(S.rank_section(run, table, ds.n_items))
     steps.update()
     users = _check_users(ds, seq_ids) if seq_ids else S.representative_users(table)
-    sections.append(S.pairs_section(run, ds, top_pairs))
+    sections.append(S.pairs_section(run, ds, top_pairs, min_count))
     steps.update()
     heads = S.heads_section(run, ds)
     if heads is not None:
@@ -96,7 +96,7 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
-                 top_pairs: int = 10, window: int = 30, progress: bool = True) -> Path:
+                 top_pairs: int = 10, window: int = 30, min_count: int = 10, progress: bool = True) -> Path:
     """Load the runs, build the page (one run: its report; several: a comparison), write it to `out`."""
     from circuits.runs import load_run
 
@@ -104,7 +104,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
     if not runs:
         raise UserError("give at least one run directory")
     if len(runs) == 1:
-        page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, progress=progress)
+        page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
+                          progress=progress)
         default = f"reports/{S.run_name(runs[0])}.html"
     else:
         page = comparison_report(runs, seq_ids=seq_ids, window=window, progress=progress)

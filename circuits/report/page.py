@@ -34,7 +34,8 @@ table.data th, table.data td { border: 1px solid #d9e2ec; padding: 3px 8px; text
 table.data th { background: #f0f4f8; }
 table.data td.text, table.data th.text { text-align: left; max-width: 36em; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
-.card { display: inline-block; vertical-align: top; }
+.card { flex: 1 1 520px; max-width: 100%; overflow-x: auto; }
+.card table.data td.text { max-width: 22em; }
 .kv td { text-align: left; }
 """
 
@@ -90,7 +91,8 @@ def table_html(df: pd.DataFrame, float_format: str = "{:.4f}", index: bool = Fal
     """An escaped HTML table; text columns left-aligned."""
     if index:
         df = df.reset_index()
-    head = "".join(f'<th class="{"text" if df[c].dtype == object else "num"}">{esc(c)}</th>' for c in df.columns)
+    head = "".join(f'<th class="{"num" if pd.api.types.is_numeric_dtype(df[c]) else "text"}">{esc(c)}</th>'
+                   for c in df.columns)
     rows = []
     for rec in df.itertuples(index=False):
         cells = []

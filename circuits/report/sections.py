@@ -138,10 +138,12 @@ def representative_users(table: pd.DataFrame, k: int = 3) -> list[str]:
 
 # --- top pairs --------------------------------------------------------------------------------------------
 
-def pairs_section(run, ds, top: int = 10) -> Section:
+def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
     from circuits.pairs import pair_table
 
     sec = Section("Top document pairs", anchor="pairs")
+    if min_count:
+        sec.text(f"Only items with at least {min_count} training occurrences (rare items have large, noisy weights).")
     sec.text("Largest entries of each circuit's item × item table, computed blockwise (the table is never built): "
              "L0 = W_E W_U (current item → next item); OV = W_E W_V W_O W_U (attended item → boosted item); "
              "QK = W_E W_Q (W_E W_K)ᵀ/√d_head (query item → attended item). Counts are training occurrences; "
@@ -149,7 +151,7 @@ def pairs_section(run, ds, top: int = 10) -> Section:
     circuits = ["L0"] + [f"{kind}:{h}" for h in run.model.head_labels() for kind in ("OV", "QK")]
     parts = []
     for c in circuits:
-        t = pair_table(run.model, ds, c, top=top)
+        t = pair_table(run.model, ds, c, top=top, min_count=min_count)
         t = t[["source_title", "target_title", "value", "source_count", "target_count", "pair_count"]]
         parts.append(Section(c).heading(c).table(t.rename(columns={"source_title": "from", "target_title": "to"}),
                                                  float_format="{:.2f}"))
