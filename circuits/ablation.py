@@ -34,13 +34,26 @@ def mean_head_results(model: AttnOnlyTransformer, histories: torch.Tensor) -> di
 @contextmanager
 def ablated(model: AttnOnlyTransformer, head: str, value: torch.Tensor | None = None):
     """Within the block, head `L{l}H{h}` outputs `value` (default zeros) at every position."""
-    l, h = (int(x) for x in head[1:].split("H"))
+    with ablated_heads(model, {head: value}):
+        yield model
 
-    def hook(result, hook):
-        result[:, :, h] = 0.0 if value is None else value
-        return result
 
-    with model.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_result", hook)]):
+@contextmanager
+def ablated_heads(model: AttnOnlyTransformer, replacements: dict[str, torch.Tensor | None]):
+    """Several heads at once: each `L{l}H{h}` outputs its replacement (None = zeros) at every position."""
+    by_layer: dict[int, dict[int, torch.Tensor | None]] = {}
+    for head, value in replacements.items():
+        l, h = (int(x) for x in head[1:].split("H"))
+        by_layer.setdefault(l, {})[h] = value
+
+    def hook_for(heads):
+        def hook(result, hook):
+            for h, value in heads.items():
+                result[:, :, h] = 0.0 if value is None else value
+            return result
+        return hook
+
+    with model.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_result", hook_for(heads)) for l, heads in by_layer.items()]):
         yield model
 
 

@@ -1,0 +1,110 @@
+"""Same-item attention: does a head look at earlier occurrences of the current item (or near-copies of it)
+more than its positional preferences alone would make it?
+
+Per head, the attention mass that a query puts on keys holding the same item as the query (the query's own
+position included) and on near-identical items (embedding cosine ≥ a threshold), averaged over every real
+query position of a split's histories, under three patterns:
+
+- `actual`: the model's attention;
+- `positional`: the head's attention computed from the positional embeddings alone (q and k = W_pos rows),
+  i.e. what the head's preference for recent / early positions gives on this history;
+- `uniform`: equal weight on every visible item.
+
+    python -m analyses.same_item runs/syn-L2 --out reports/same_item
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+
+from circuits.model import strip_left_padding
+
+
+@torch.no_grad()
+def same_item_table(model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256) -> pd.DataFrame:
+    """Rows: head × pattern (actual, positional, uniform) with `same` and `near` attention shares."""
+    E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    n_queries = 0
+    for lo in range(0, len(histories), batch):
+        x = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]))
+        real = x != 0
+        allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
+        same = (x[:, :, None] == x[:, None, :]) & allowed
+        near = (E[x] @ E[x].transpose(1, 2) >= near_cosine) & allowed
+        uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
+        _, cache = model.run_with_cache(x)
+        pos = cache["hook_pos_embed"] if model.W_pos is not None else None
+        for l, block in enumerate(model.blocks):
+            actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
+            for h in range(model.cfg.n_heads):
+                patterns = {"actual": actual[:, h], "uniform": uniform}
+                if pos is not None:
+                    scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
+                    scores = scores / math.sqrt(model.cfg.d_head)
+                    patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+                for name, p in patterns.items():
+                    shares = np.array([float((p * same)[real].sum()), float((p * near)[real].sum())])
+                    key = (f"L{l}H{h}", name)
+                    sums[key] = sums.get(key, 0) + shares
+        n_queries += int(real.sum())
+    rows = [{"head": head, "pattern": name, "same": v[0] / n_queries, "near": v[1] / n_queries}
+            for (head, name), v in sums.items()]
+    return pd.DataFrame(rows)
+
+
+def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048) -> pd.DataFrame:
+    ds = ds or run.dataset()
+    sp = ds.eval_split(split, run.model.cfg.n_ctx)
+    table = same_item_table(run.model, sp.history[:max_users], near_cosine)
+    return table.assign(run=run.path.name)
+
+
+def same_item_figure(table: pd.DataFrame) -> go.Figure:
+    from circuits.plots import LAYOUT, safe
+
+    fig = go.Figure()
+    for name, g in table.groupby("pattern", sort=False):
+        fig.add_bar(name=name, x=[f"{safe(r)} · {h}" for r, h in zip(g["run"], g["head"])], y=g["same"].round(4))
+    fig.update_layout(**LAYOUT, title="Attention on the query's own item: actual vs positions alone vs uniform",
+                      barmode="group", yaxis_title="share of attention", height=400)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    from circuits.errors import ArgumentParser, UserError
+    from circuits.runs import load_run
+
+    p = ArgumentParser(prog="python -m analyses.same_item", description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--near-cosine", type=float, default=0.9, help="embedding cosine for 'near-identical' (0.9)")
+    p.add_argument("--max-users", type=int, default=2048, help="histories used (default 2048)")
+    p.add_argument("--out", default="reports/same_item", help="folder for same_item.csv and same_item.html")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    runs = [load_run(d) for d in args.run_dirs]
+    if any(r.model.cfg.n_layers == 0 for r in runs):
+        raise UserError("a 0-layer model has no attention; give runs with 1 or more layers")
+    table = pd.concat([same_item_attention(r, split=args.split, near_cosine=args.near_cosine,
+                                           max_users=args.max_users) for r in runs], ignore_index=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "same_item.csv", index=False)
+    same_item_figure(table).write_html(out / "same_item.html", include_plotlyjs=True)
+    print(table.pivot_table(index=["run", "head"], columns="pattern", values=["same", "near"], sort=False)
+          .to_string(float_format="%.3f"))
+    print(f"\nwrote {out}/same_item.csv and same_item.html")
+    return 0
+
+
+if __name__ == "__main__":
+    from circuits.errors import run_cli
+
+    run_cli(main)

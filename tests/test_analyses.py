@@ -1,0 +1,113 @@
+"""Analyses on tiny synthetic data where the right answer is known."""
+
+import numpy as np
+import pytest
+import torch
+
+from analyses.order import order_sensitivity, transform_histories, transform_history
+from circuits import train
+from circuits.data.synthetic import SyntheticConfig, write
+from circuits.runs import load_run
+
+FAST = ["--d-model", "16", "--d-head", "8", "--batch-size", "32", "--quiet", "--warmup-steps", "5", "--epochs", "3"]
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analyses")
+    folder = write(SyntheticConfig(n_topics=3, docs_per_topic=10, series_per_topic=1, n_users=100, min_length=8,
+                                   max_length=16), root / "data")
+    for layers in (0, 1):
+        train.main(["--layers", str(layers), "--data", str(folder), "--out", str(root / f"L{layers}"), *FAST])
+    return {layers: load_run(root / f"L{layers}") for layers in (0, 1)}
+
+
+def test_transforms_keep_the_items_and_deduplicate_to_latest_occurrences():
+    rng = np.random.default_rng(0)
+    items = np.array([1, 2, 1, 3, 2])
+    assert transform_history(items, "deduplicated", rng).tolist() == [1, 3, 2]
+    assert transform_history(items, "reversed", rng).tolist() == [2, 3, 1, 2, 1]
+    for kind in ("shuffled", "shuffled_keep_last"):
+        out = transform_history(items, kind, rng)
+        assert sorted(out.tolist()) == sorted(items.tolist())
+    assert transform_history(items, "shuffled_keep_last", rng)[-1] == 2
+    padded = np.array([[0, 0, 5, 6, 5], [1, 2, 3, 4, 5]])
+    dedup = transform_histories(padded, "deduplicated")
+    assert dedup.tolist() == [[0, 0, 0, 6, 5], [1, 2, 3, 4, 5]]
+
+
+def test_a_zero_layer_model_ignores_everything_but_the_latest_item(tiny_runs):
+    run = tiny_runs[0]
+    table = order_sensitivity(run).set_index("transform")
+    assert table.loc["shuffled_keep_last", "NDCG@10"] == table.loc["intact", "NDCG@10"]
+    # and exactly so: same logits at the last position
+    ds = run.dataset()
+    h = ds.eval_split("test", run.model.cfg.n_ctx).history
+    with torch.no_grad():
+        a = run.model(torch.from_numpy(h))[:, -1]
+        b = run.model(torch.from_numpy(transform_histories(h, "shuffled_keep_last", seed=3)))[:, -1]
+    torch.testing.assert_close(a, b)
+
+
+def test_order_table_has_every_transform_and_changes_against_intact(tiny_runs):
+    table = order_sensitivity(tiny_runs[1])
+    assert list(table["transform"]) == ["intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated"]
+    assert table.loc[0, "NDCG@10_change"] == 0
+    np.testing.assert_allclose(table["NDCG@10_change"], table["NDCG@10"] - table.loc[0, "NDCG@10"])
+
+
+def test_translation_geometry_against_numpy():
+    from analyses.translation import geometry
+
+    rng = np.random.default_rng(0)
+    v = rng.normal(size=(200, 6)) + np.array([3.0, 0, 0, 0, 0, 1.0])
+    g = geometry({0: torch.from_numpy(v)}).iloc[0]
+    m = v.mean(0)
+    second = (v**2).sum(1).mean()
+    assert g["mean_share"] == pytest.approx(m @ m / second)
+    assert g["along_mean"] == pytest.approx(((v @ (m / np.linalg.norm(m))) ** 2).mean() / second)
+    assert geometry({0: torch.ones(5, 3) * 2}).iloc[0][["mean_share", "along_mean"]].tolist() == pytest.approx([1, 1])
+
+
+def test_constant_head_outputs_are_a_pure_translation(tiny_runs):
+    """Identical embeddings and no positions: every residual is the same, so each head writes one constant
+    vector; replacing it by its mean changes nothing, removing it may."""
+    import dataclasses
+
+    from analyses.translation import translation_vector
+    from circuits.config import ModelConfig
+    from circuits.model import AttnOnlyTransformer
+
+    run = tiny_runs[1]
+    cfg = ModelConfig(**{**run.model.cfg.to_dict(), "positional": False})
+    model = AttnOnlyTransformer(cfg)
+    state = {k: v for k, v in run.model.state_dict().items() if k != "W_pos"}
+    state["W_E"] = state["W_E"][1:2].repeat(cfg.d_vocab, 1)
+    model.load_state_dict(state)
+    model.eval()
+    geo, abl = translation_vector(dataclasses.replace(run, model=model))
+    assert geo["mean_share"].tolist() == pytest.approx([1.0]) and geo["along_mean"].tolist() == pytest.approx([1.0])
+    np.testing.assert_allclose(abl["mean_ablated"], abl["intact"])
+
+
+def test_same_item_shares_against_direct_computations(tiny_runs):
+    from analyses.same_item import same_item_table
+    from circuits.sources import same_item_share
+
+    model = tiny_runs[1].model
+    ds = tiny_runs[1].dataset()
+    h = ds.eval_split("test", model.cfg.n_ctx).history[:40]
+    table = same_item_table(model, h, batch=16).set_index(["head", "pattern"])
+    actual = same_item_share(model, torch.from_numpy(h))
+    for head, share in actual.items():
+        assert table.loc[(head, "actual"), "same"] == pytest.approx(share, abs=1e-6)
+        assert table.loc[(head, "actual"), "near"] >= table.loc[(head, "actual"), "same"] - 1e-9
+    # uniform: the share of visible items equal to the query, per real query position
+    want = []
+    for row in h:
+        real = row[row != 0]
+        want += [np.mean(real[: q + 1] == real[q]) for q in range(len(real))]
+    assert table.loc[("L0H0", "uniform"), "same"] == pytest.approx(np.mean(want))
+    one_item = np.full((3, h.shape[1]), 5)
+    ones = same_item_table(model, one_item)
+    np.testing.assert_allclose(ones["same"], 1.0, rtol=1e-5)
