@@ -7,6 +7,10 @@ what remains tied is ranked pessimistically by the evaluator.
 - `repeat`: items of the visible history, most recent first (the last item highest); then popularity.
 - `markov`: first-order transition counts (previous item → next item) over the training parts, from the
   last visible item; then popularity. Stored sparse (sorted pair keys), never as an n_items² table.
+- `cooccurrence` (not in the default set): order-free "bag of history", item-kNN style: Σ over the distinct
+  visible history items h of cos(h, i) = n(h, i) / √(n(h) n(i)), where n(h, i) counts the training users
+  whose training part holds both, n(h) those holding h; then popularity. Computed as X.T (X bag) with the
+  sparse user × item incidence X, never an item × item table.
 """
 
 from __future__ import annotations
@@ -61,5 +65,29 @@ def markov(ds: SequenceDataset) -> Scorer:
     return score
 
 
+def cooccurrence(ds: SequenceDataset, normalise: bool = True) -> Scorer:
+    """`normalise=False`: raw counts Σ_h n(h, i) (≥ 1 exactly when i co-occurs with some history item)."""
+    users = np.repeat(np.arange(ds.n_users), ds.lengths)[ds._train_mask()]
+    items = ds.items[ds._train_mask()]
+    pairs = np.unique(users.astype(np.int64) * ds.d_vocab + items)  # each (user, item) once
+    X = torch.sparse_coo_tensor(np.stack([pairs // ds.d_vocab, pairs % ds.d_vocab]), torch.ones(len(pairs),
+                                dtype=torch.float64), (ds.n_users, ds.d_vocab), check_invariants=True).coalesce()
+    Xt = X.t().coalesce()
+    inv_sqrt = torch.from_numpy(np.bincount(pairs % ds.d_vocab, minlength=ds.d_vocab).astype(np.float64))
+    inv_sqrt = torch.where(inv_sqrt > 0, inv_sqrt.rsqrt(), torch.zeros_like(inv_sqrt))  # 1/√n(i), 0 if unseen
+    if not normalise:
+        inv_sqrt = torch.ones_like(inv_sqrt)
+    pop = _popularity(ds)
+
+    def score(history: Tensor, rows: np.ndarray) -> Tensor:
+        bag = torch.zeros(len(history), ds.d_vocab, dtype=torch.float64)
+        bag.scatter_(1, history, 1.0)
+        bag[:, 0] = 0.0
+        shared = torch.sparse.mm(X, (bag * inv_sqrt).T)  # [users, batch]: Σ 1/√n(h) over shared history items
+        return torch.sparse.mm(Xt, shared).T * inv_sqrt + pop  # [batch, d_vocab]
+
+    return score
+
+
 def baseline_scorer(name: str, ds: SequenceDataset) -> Scorer:
-    return {"most-popular": most_popular, "repeat": repeat, "markov": markov}[name](ds)
+    return {"most-popular": most_popular, "repeat": repeat, "markov": markov, "cooccurrence": cooccurrence}[name](ds)

@@ -111,3 +111,59 @@ def test_same_item_shares_against_direct_computations(tiny_runs):
     one_item = np.full((3, h.shape[1]), 5)
     ones = same_item_table(model, one_item)
     np.testing.assert_allclose(ones["same"], 1.0, rtol=1e-5)
+
+
+def log_dataset(sequences: dict[str, list[str]], gap: float = 60.0):
+    import pandas as pd
+
+    from circuits.data.sequences import build_dataset
+
+    rows = [(u, it, t * gap) for u, seq in sequences.items() for t, it in enumerate(seq)]
+    return build_dataset(pd.DataFrame(rows, columns=["user", "item", "timestamp"]), {}, "tiny")
+
+
+def test_diagnostics_of_pure_repeats_and_of_unrelated_targets():
+    from analyses.diagnostics import diagnostics
+
+    repeats = diagnostics(log_dataset({f"u{i}": [f"i{i % 3}"] * 6 for i in range(9)})).iloc[0]
+    assert repeats["repeat_rate"] == 1.0 and repeats["target_in_history"] == 1.0 and repeats["unrelated_rate"] == 0.0
+    assert repeats["median_gap_s"] == 60 and repeats["gap_under_30min"] == 1.0 and repeats["mean_session_length"] == 6
+    # u0's target z co-occurs with nothing u0 saw (AAAA→C); u1's target b is held by u2 together with a
+    ds = log_dataset({"u0": ["a", "a", "a", "a", "z"], "u1": ["a", "c", "x", "b"], "u2": ["a", "b", "y", "q"]}, gap=3600)
+    d = diagnostics(ds).iloc[0]
+    assert d["test_users"] == 3 and d["unrelated_rate"] == pytest.approx(2 / 3)  # u0 and u2 (q: only in its own test)
+    assert d["repeat_rate"] == 0 and d["gap_under_30min"] == 0 and d["mean_session_length"] == 1
+
+
+def test_cooccurrence_baseline_against_a_dense_count():
+    from circuits.baselines import baseline_scorer
+
+    ds = log_dataset({"u0": ["a", "b", "c", "d"], "u1": ["b", "c", "e", "f"], "u2": ["a", "e", "b", "c", "g"]})
+    split = ds.eval_split("test", 8)
+    got = baseline_scorer("cooccurrence", ds)(torch.from_numpy(split.history), np.arange(len(split))).numpy()
+    users = [set(s.tolist()) for s in ds.train_sequences()]
+
+    def n(*items):
+        return sum(all(i in s for i in items) for s in users)
+
+    for r, row in enumerate(split.history):
+        for i in range(1, ds.d_vocab):
+            want = sum(n(h, i) / np.sqrt(n(h) * n(i)) for h in set(row[row != 0].tolist()) if n(h) and n(i))
+            assert got[r, i] - ds.train_counts()[i] / (ds.train_counts().max() + 1) == pytest.approx(want)
+
+
+def test_the_analysis_clis_write_their_tables_and_figures(tiny_runs, tmp_path, capsys):
+    from analyses import diagnostics, order, same_item, translation
+    from circuits.errors import UserError
+
+    one, zero = str(tiny_runs[1].path), str(tiny_runs[0].path)
+    order.main([zero, one, "--out", str(tmp_path / "o")])
+    translation.main([one, "--out", str(tmp_path / "t")])
+    same_item.main([one, "--out", str(tmp_path / "s")])
+    folder = tiny_runs[1].config["data"]["source"]
+    diagnostics.main([folder, "--out", str(tmp_path / "d")])
+    for f in ("o/order.csv", "o/order.html", "t/geometry.csv", "t/ablations.csv", "t/translation.html",
+              "s/same_item.csv", "s/same_item.html", "d/diagnostics.csv", "d/diagnostics.html"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    with pytest.raises(UserError, match="0-layer"):
+        translation.main([zero, "--out", str(tmp_path / "t0")])

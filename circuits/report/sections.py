@@ -231,8 +231,8 @@ def decomposition_section(run, ds, user_ids: list[str], top: int = 3) -> Section
     from circuits.decompose import decompose_sequence
 
     sec = Section("Decomposition of the chosen sequences", anchor="decomposition")
-    sec.text(f"The logits of the last position split exactly into components; for each, the correct item's logit and "
-             f"rank and the top {top} items. {GROUP_ORDER_NOTE}")
+    sec.text(f"The logits of the last position split exactly into components; for each, the correct item's logit, its "
+             f"rank among all items (history included; pessimistic ties) and the top {top} items. {GROUP_ORDER_NOTE}")
     for u in user_ids:
         view = decompose_sequence(run, ds, u, "test", top=top)
         sec.heading(f"user {u}: target '{view['target_title']}'")
