@@ -167,3 +167,22 @@ def test_the_analysis_clis_write_their_tables_and_figures(tiny_runs, tmp_path, c
         assert (tmp_path / f).stat().st_size > 0, f
     with pytest.raises(UserError, match="0-layer"):
         translation.main([zero, "--out", str(tmp_path / "t0")])
+
+
+def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, tmp_path, capsys):
+    import pandas as pd
+
+    from analyses import depth
+
+    folder = tiny_runs[0].config["data"]["source"]
+    args = ["--data", folder, "--layers", "0", "1", "--seeds", "0", "1", "--out", str(tmp_path / "d"), "--",
+            "--epochs", "2", "--d-model", "16", "--d-head", "8", "--warmup-steps", "5"]
+    depth.main(args)
+    summary = pd.read_csv(tmp_path / "d" / "depth.csv")
+    rows = pd.read_csv(tmp_path / "d" / "depth_runs.csv")
+    assert list(summary["layers"]) == [0, 1] and list(summary["test_NDCG@10_count"]) == [2, 2]
+    assert summary.loc[1, "test_NDCG@10_mean"] == pytest.approx(rows[rows.layers == 1]["test_NDCG@10"].mean())
+    assert rows["seed"].tolist() == [0, 1, 0, 1] and (rows["minutes"] > 0).all()
+    mtime = (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime
+    depth.main(args)  # finished runs are reused, not retrained
+    assert (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime == mtime

@@ -85,6 +85,14 @@ def test_metrics_frame_puts_full_ranking_first_and_labels_sampled(hostile_runs):
     assert t[(t.system == "model")].iloc[0]["NDCG@10"] == want
 
 
+def test_experiment_sections(hostile_runs, tmp_path):
+    html = build_report([hostile_runs[2]], tmp_path / "e.html", experiments=True, progress=False).read_text()
+    for title in ("order sensitivity", "translation vector", "same-item attention"):
+        assert f">Experiment: {title}</h2>" in html
+    html0 = build_report([hostile_runs[0]], tmp_path / "e0.html", experiments=True, progress=False).read_text()
+    assert ">Experiment: order sensitivity</h2>" in html0 and "translation vector</h2>" not in html0
+
+
 def test_comparison_page_and_errors(hostile_runs, tmp_path):
     out = build_report([hostile_runs[0], hostile_runs[2]], tmp_path / "c.html", progress=False)
     html = out.read_text()
@@ -109,7 +117,7 @@ def test_report_in_a_real_browser(hostile_runs, tmp_path):
             pytest.fail("Chromium is required here (CIRCUITS_REQUIRE_BROWSER) but not on PATH")
         pytest.skip("Chromium not installed (Debian: apt-get install chromium); the browser test needs it")
     for runs, name in (([hostile_runs[2]], "one.html"), ([hostile_runs[0], hostile_runs[2]], "compare.html")):
-        out = build_report(runs, tmp_path / name, progress=False)
+        out = build_report(runs, tmp_path / name, experiments=True, progress=False)
         seen = open_in_chromium(out, tmp_path / f"browser-{name}")
         assert seen["errors"] == [], seen["errors"]
         assert seen["alerts"] == [], "a hostile title executed"

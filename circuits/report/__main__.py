@@ -24,11 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-count", type=int, default=10,
                    help="top pairs only among items with at least this many training occurrences (default 10)")
     p.add_argument("--window", type=int, default=30, help="last items of each history shown (default 30)")
+    p.add_argument("--experiments", action="store_true",
+                   help="one run: add the experiments (order sensitivity, translation vector, same-item attention)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
-                       progress=not args.quiet)
+                       args.experiments, progress=not args.quiet)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 

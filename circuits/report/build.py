@@ -16,8 +16,9 @@ from circuits.report.page import Section, render
 
 
 def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 10, window: int = 30,
-               min_count: int = 10, progress: bool = True) -> str:
-    """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition)."""
+               min_count: int = 10, experiments: bool = False, progress: bool = True) -> str:
+    """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition; with
+    `experiments`, also order sensitivity, translation vector and same-item attention)."""
     ds = ds or run.dataset()
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
     sections = [S.run_card(run)]
@@ -37,6 +38,10 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
     steps.update()
     sections.append(S.decomposition_section(run, ds, users))
     steps.update()
+    if experiments:
+        from analyses.sections import experiment_sections
+
+        sections += experiment_sections(run, ds)
     steps.close()
     cfg = run.config["model"]
     return render(f"{S.run_name(run)}: {cfg['n_layers']}-layer attention-only model",
@@ -96,7 +101,8 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
-                 top_pairs: int = 10, window: int = 30, min_count: int = 10, progress: bool = True) -> Path:
+                 top_pairs: int = 10, window: int = 30, min_count: int = 10, experiments: bool = False,
+                 progress: bool = True) -> Path:
     """Load the runs, build the page (one run: its report; several: a comparison), write it to `out`."""
     from circuits.runs import load_run
 
@@ -105,7 +111,7 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
         raise UserError("give at least one run directory")
     if len(runs) == 1:
         page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
-                          progress=progress)
+                          experiments=experiments, progress=progress)
         default = f"reports/{S.run_name(runs[0])}.html"
     else:
         page = comparison_report(runs, seq_ids=seq_ids, window=window, progress=progress)

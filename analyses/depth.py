@@ -1,0 +1,91 @@
+"""Depth sweep: does depth help? Train 0…N-layer models on the same data with the same budget and several
+seeds, then compare validation and test NDCG@10 with the spread across seeds.
+
+Each model is trained by the train command (`python -m circuits.train`, one process per model) into
+`OUT/L{layers}-s{seed}`; finished runs are reused, so an interrupted sweep continues where it stopped.
+
+    python -m analyses.depth --data synthetic --layers 0 1 2 3 4 --seeds 0 1 2 --max-minutes 3 --out runs/depth
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+
+def run_row(run) -> dict:
+    policy = run.config["train"].get("resolved_seen_policy", "excluded")
+    m = run.metrics
+    return {"run": str(run.path), "layers": run.model.cfg.n_layers, "heads": run.model.cfg.n_heads,
+            "d_model": run.model.cfg.d_model, "seed": run.config["train"]["seed"], "protocol": f"full/{policy}",
+            "valid_NDCG@10": m["model"]["valid"][f"full/{policy}"]["NDCG@10"],
+            "test_NDCG@10": m["model"]["test"][f"full/{policy}"]["NDCG@10"],
+            "minutes": m["training"]["minutes"], "best_epoch": m["training"]["best_epoch"]}
+
+
+def depth_table(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(one row per run, one row per depth: mean and standard deviation over seeds)."""
+    rows = pd.DataFrame([run_row(r) for r in runs])
+    g = rows.groupby(["layers", "heads", "d_model", "protocol"])
+    summary = g[["valid_NDCG@10", "test_NDCG@10"]].agg(["mean", "std", "count"])
+    summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+    return rows, summary.reset_index()
+
+
+def depth_figure(summary: pd.DataFrame) -> go.Figure:
+    from circuits.plots import LAYOUT
+
+    fig = go.Figure()
+    for split in ("valid", "test"):
+        fig.add_scatter(x=summary["layers"], y=summary[f"{split}_NDCG@10_mean"].round(4), name=split,
+                        mode="lines+markers",
+                        error_y={"type": "data", "array": summary[f"{split}_NDCG@10_std"].fillna(0).round(4)})
+    fig.update_layout(**LAYOUT, title="NDCG@10 by depth (mean ± std over seeds)", xaxis_title="attention layers",
+                      xaxis_dtick=1, yaxis_title="NDCG@10", height=400)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    from circuits.errors import ArgumentParser, UserError
+    from circuits.runs import load_run, partial_dir
+
+    p = ArgumentParser(prog="python -m analyses.depth", description=__doc__.split("\n\n")[0],
+                       epilog="Arguments after -- go to every train command (e.g. -- --heads 4 --d-model 128).")
+    p.add_argument("--data", default="synthetic", help="as for the train command (default synthetic)")
+    p.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-minutes", type=float, default=5.0, help="training budget per model (default 5)")
+    p.add_argument("--out", default="runs/depth", help="folder for the runs, depth.csv and depth.html")
+    args, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    extra = [a for a in extra if a != "--"]
+    out = Path(args.out)
+    runs = []
+    for layers in args.layers:
+        for seed in args.seeds:
+            run_dir = out / f"L{layers}-s{seed}"
+            if not (run_dir / "metrics.json").exists():
+                cmd = [sys.executable, "-m", "circuits.train", "--layers", str(layers), "--data", args.data,
+                       "--seed", str(seed), "--max-minutes", str(args.max_minutes), "--epochs", "100000",
+                       "--out", str(run_dir), "--quiet", *extra]
+                if partial_dir(run_dir).exists():
+                    cmd.append("--resume")  # an interrupted sweep goes on where it stopped
+                if subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL).returncode != 0:
+                    raise UserError(f"training failed: {' '.join(cmd[1:])}")
+            runs.append(load_run(run_dir))
+    rows, summary = depth_table(runs)
+    rows.to_csv(out / "depth_runs.csv", index=False)
+    summary.to_csv(out / "depth.csv", index=False)
+    depth_figure(summary).write_html(out / "depth.html", include_plotlyjs=True)
+    print(summary.to_string(index=False, float_format="%.4f"))
+    print(f"\nwrote {out}/depth.csv, depth_runs.csv, depth.html")
+    return 0
+
+
+if __name__ == "__main__":
+    from circuits.errors import run_cli
+
+    run_cli(main)
