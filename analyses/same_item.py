@@ -46,7 +46,9 @@ def same_item_table(model, histories: np.ndarray, near_cosine: float = 0.9, batc
             actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
             for h in range(model.cfg.n_heads):
                 patterns = {"actual": actual[:, h], "uniform": uniform}
-                if pos is not None:
+                if model.cfg.attention != "learned":  # static / uniform: the pattern is positional already
+                    patterns["positional"] = actual[:, h]
+                elif pos is not None:
                     scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
                     scores = scores / math.sqrt(model.cfg.d_head)
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)

@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 
+ATTENTION_KINDS = ("learned", "static", "uniform")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of an attention-only transformer over items.
@@ -24,8 +27,14 @@ class ModelConfig:
     # on the embeddings and on each layer's attention output; off in eval mode. (Not on attention patterns:
     # sampling a mask of batch·heads·pos² entries costs a third of a CPU training step.)
     dropout: float = 0.2
+    # "learned": scores from QK; "static": one learned score per head and log-spaced query–key distance bucket
+    # (0, 1, 2–3, 4–7, …), no QK; "uniform": equal weight on every visible item (no attention parameters)
+    attention: str = "learned"
+    distance_buckets: int = 12
 
     def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTION_KINDS)}, got {self.attention!r}")
         for name in ("d_vocab", "n_ctx", "n_heads", "d_model", "d_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

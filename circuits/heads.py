@@ -72,6 +72,9 @@ def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int
 @torch.no_grad()
 def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str, float]:
     """Per head: share of the across-key variance of attention scores due to terms involving W_pos."""
+    if model.cfg.attention != "learned":  # static: scores from distances only; uniform: no scores at all
+        share = 1.0 if model.cfg.attention == "static" else float("nan")
+        return dict.fromkeys(model.head_labels(), share)
     if model.W_pos is None:
         return {label: 0.0 for label in model.head_labels()}
     _, cache = model.run_with_cache(histories)
@@ -109,7 +112,8 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> 
             ov_l, ov_r = circuit_factors(model, f"OV:{label}")
             eig = FactoredMatrix(ov_l[1:], ov_r[:, 1:]).eigenvalues
             ov_self, ov_corr = _row_stats(ov_l, ov_r, bigram)
-            qk_self, _ = _row_stats(*circuit_factors(model, f"QK:{label}"))
+            learned = model.cfg.attention == "learned"
+            qk_self = _row_stats(*circuit_factors(model, f"QK:{label}"))[0] if learned else float("nan")
             rows.append({"head": label, "ov_copying": float(eig.sum().real / eig.abs().sum()),
                          "ov_self_top": ov_self, "ov_bigram_corr": ov_corr, "qk_self_top": qk_self})
     out = pd.DataFrame(rows).set_index("head")
@@ -124,7 +128,8 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> 
 def composition(model: AttnOnlyTransformer, n_random: int = 50, seed: int = 0) -> pd.DataFrame:
     """Long format: kind (Q/K/V), source head (earlier layer), target head, score, random baseline, excess."""
     cfg = model.cfg
-    OV, QK = model.OV, model.QK  # [layers, heads, d_model, d_model]
+    OV = model.OV  # [layers, heads, d_model, d_model]
+    QK = model.QK if cfg.attention == "learned" else None
     g = torch.Generator().manual_seed(seed)
 
     def rand_factored():
@@ -140,7 +145,9 @@ def composition(model: AttnOnlyTransformer, n_random: int = 50, seed: int = 0) -
                 for i in range(cfg.n_heads):
                     for j in range(cfg.n_heads):
                         src = OV[l1, i]
-                        for kind, dst in (("Q", QK[l2, j]), ("K", QK[l2, j].T), ("V", OV[l2, j])):
+                        kinds = [("V", OV[l2, j])] if QK is None else [("Q", QK[l2, j]), ("K", QK[l2, j].T),
+                                                                        ("V", OV[l2, j])]
+                        for kind, dst in kinds:
                             s = composition_scores(src, dst, broadcast_dims=False).item()
                             rows.append({"kind": kind, "source": f"L{l1}H{i}", "target": f"L{l2}H{j}", "score": s,
                                          "baseline": baseline, "excess": s - baseline})

@@ -32,6 +32,15 @@ from circuits.config import ModelConfig
 PAD = 0
 
 
+def distance_buckets(n: int, n_buckets: int, device=None) -> Int[Tensor, "q k"]:
+    """Bucket of the query–key distance q − k ≥ 0: 0 → 0, 1 → 1, 2–3 → 2, 4–7 → 3, …, capped at n_buckets − 1
+    (future keys get bucket 0; they are masked anyway)."""
+    pos = torch.arange(n, device=device)
+    d = (pos[:, None] - pos[None, :]).clamp(min=0)
+    bucket = torch.where(d > 0, torch.floor(torch.log2(d.clamp(min=1).double())).long() + 1, 0)
+    return bucket.clamp(max=n_buckets - 1)
+
+
 class Attention(nn.Module):
     """Multi-head causal attention without biases; weights per head, TransformerLens shapes."""
 
@@ -39,10 +48,13 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         shape_in = (cfg.n_heads, cfg.d_model, cfg.d_head)
-        self.W_Q = nn.Parameter(torch.empty(shape_in))
-        self.W_K = nn.Parameter(torch.empty(shape_in))
+        if cfg.attention == "learned":
+            self.W_Q = nn.Parameter(torch.empty(shape_in))
+            self.W_K = nn.Parameter(torch.empty(shape_in))
         self.W_V = nn.Parameter(torch.empty(shape_in))
         self.W_O = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_head, cfg.d_model))
+        if cfg.attention == "static":  # score per head and distance bucket; zeros = uniform at init
+            self.W_dist = nn.Parameter(torch.zeros(cfg.n_heads, cfg.distance_buckets))
         self.hook_q = HookPoint()  # [batch pos n_heads d_head]
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -50,6 +62,18 @@ class Attention(nn.Module):
         self.hook_pattern = HookPoint()  # [batch n_heads query_pos key_pos]
         self.hook_z = HookPoint()  # [batch pos n_heads d_head]
         self.hook_result = HookPoint()  # [batch pos n_heads d_model], each head's output
+
+    def scores(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch n_heads pos pos"]:
+        """Unmasked attention scores of the configured kind."""
+        b, n, _ = resid.shape
+        if self.cfg.attention == "learned":
+            q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
+            k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
+            return einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+        if self.cfg.attention == "uniform":
+            return resid.new_zeros(b, self.cfg.n_heads, n, n)
+        bucket = distance_buckets(n, self.cfg.distance_buckets, resid.device)  # [q, k]
+        return self.W_dist[:, bucket].expand(b, -1, -1, -1)
 
     @property
     def OV(self) -> FactoredMatrix:
@@ -59,15 +83,15 @@ class Attention(nn.Module):
     @property
     def QK(self) -> FactoredMatrix:
         """W_QK = W_Q W_Kᵀ per head: [n_heads, d_model, d_model] (scores are r_q W_QK r_kᵀ / √d_head)."""
+        if self.cfg.attention != "learned":
+            raise ValueError(f"{self.cfg.attention} attention has no QK circuit")
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     def forward(
         self, resid: Float[Tensor, "batch pos d_model"], allowed: torch.BoolTensor, query_real: Tensor
     ) -> Float[Tensor, "batch pos d_model"]:
-        q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
-        k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
         v = self.hook_v(einops.einsum(resid, self.W_V, "b p d, h d e -> b p h e"))
-        scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+        scores = self.scores(resid)
         scores = self.hook_attn_scores(scores.masked_fill(~allowed[:, None], float("-inf")))
         # Padded query rows are allowed to see themselves only (no NaN), then zeroed.
         pattern = scores.softmax(dim=-1) * query_real[:, None, :, None]
@@ -142,6 +166,8 @@ class AttnOnlyTransformer(HookedRootModule):
     @property
     def QK(self) -> FactoredMatrix:
         """[n_layers, n_heads, d_model, d_model]"""
+        if self.cfg.attention != "learned":
+            raise ValueError(f"{self.cfg.attention} attention has no QK circuit")
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     def head_labels(self) -> list[str]:
@@ -204,7 +230,7 @@ def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None
         normal_(model.W_U, cfg.d_model**-0.5)
     for block in model.blocks:
         a = block.attn
-        for p in (a.W_Q, a.W_K, a.W_V):
+        for p in (a.W_Q, a.W_K, a.W_V) if cfg.attention == "learned" else (a.W_V,):
             normal_(p, cfg.d_model**-0.5)
         normal_(a.W_O, (cfg.d_head * 2 * max(cfg.n_layers, 1)) ** -0.5)
 

@@ -38,6 +38,8 @@ def circuit_factors(model: AttnOnlyTransformer, circuit: str) -> tuple[Tensor, T
     a = model.blocks[l].attn
     if kind == "OV":
         return W_E @ a.W_V[h].detach(), a.W_O[h].detach() @ W_U
+    if model.cfg.attention != "learned":
+        raise UserError(f"{circuit}: this model's attention is {model.cfg.attention}; it has no QK circuit")
     return W_E @ a.W_Q[h].detach() / math.sqrt(model.cfg.d_head), (W_E @ a.W_K[h].detach()).T
 
 

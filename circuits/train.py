@@ -8,7 +8,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from circuits.config import ModelConfig
+from circuits.config import ATTENTION_KINDS, ModelConfig
 from circuits.data.cli_args import add_data_arguments, data_record, dataset_from_args
 from circuits.errors import ArgumentParser, UserError, run_cli
 from circuits.runs import check_data, partial_dir
@@ -37,6 +37,9 @@ def build_parser() -> ArgumentParser:
                    help=f"most recent items the model sees (default {DEFAULT_N_CTX}, capped at the longest sequence)")
     m.add_argument("--no-pos", action="store_true", help="no positional embedding")
     m.add_argument("--tied", action="store_true", help="tie the unembedding to the embedding (W_U = W_Eᵀ)")
+    m.add_argument("--attention", choices=ATTENTION_KINDS, default="learned",
+                   help="learned (QK, default); static (a learned weight per head and log-spaced query–key distance, "
+                   "no QK); uniform (equal weight on every visible item)")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings and head outputs (default 0.2)")
     t = p.add_argument_group("training")
     from circuits.training import TrainConfig
@@ -97,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ModelConfig(
             d_vocab=ds.d_vocab, n_ctx=n_ctx, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
             d_head=args.d_head, positional=not args.no_pos, tied=args.tied, dropout=args.dropout,
+            attention=args.attention,
         )
     except ValueError as e:
         raise UserError(str(e)) from None

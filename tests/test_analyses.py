@@ -186,3 +186,23 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
     mtime = (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime
     depth.main(args)  # finished runs are reused, not retrained
     assert (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime == mtime
+
+
+@pytest.mark.parametrize("attention", ["static", "uniform"])
+def test_static_and_uniform_attention_go_through_training_decomposition_and_reports(tiny_runs, tmp_path, capsys,
+                                                                                    attention):
+    from circuits import heads, pairs
+    from circuits.errors import UserError
+    from circuits.report import build_report
+
+    folder = tiny_runs[0].config["data"]["source"]
+    train.main(["--layers", "2", "--attention", attention, "--data", folder, "--out", str(tmp_path / "r"), *FAST])
+    run = load_run(tmp_path / "r")
+    assert run.model.cfg.attention == attention
+    heads.main([str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert "L1H1" in out and "V" in out  # V composition only: there is no QK
+    with pytest.raises(UserError, match="no QK circuit"):
+        pairs.main([str(tmp_path / "r"), "--circuit", "QK:L0H0"])
+    html = build_report([tmp_path / "r"], tmp_path / "r.html", experiments=True, progress=False).read_text()
+    assert ">Attention patterns</h2>" in html and "QK:L0H0" not in html

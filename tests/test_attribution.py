@@ -9,15 +9,21 @@ from circuits.model import build_model
 X = torch.tensor([[0, 0, 4, 2, 7, 7, 1, 3], [5, 6, 1, 2, 3, 4, 5, 6]])
 
 
-def model_with(n_layers, positional=True):
-    cfg = ModelConfig(d_vocab=11, n_ctx=8, n_layers=n_layers, n_heads=2, d_model=12, d_head=4, positional=positional)
-    return build_model(cfg, seed=n_layers).eval()
+def model_with(n_layers, positional=True, attention="learned"):
+    cfg = ModelConfig(d_vocab=11, n_ctx=8, n_layers=n_layers, n_heads=2, d_model=12, d_head=4, positional=positional,
+                      attention=attention)
+    model = build_model(cfg, seed=n_layers).eval()
+    for block in model.blocks:
+        if hasattr(block.attn, "W_dist"):
+            block.attn.W_dist.data = torch.randn(block.attn.W_dist.shape, generator=torch.Generator().manual_seed(1))
+    return model
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("positional", [True, False])
-def test_components_sum_to_the_logits(n_layers, positional):
-    model = model_with(n_layers, positional)
+@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+def test_components_sum_to_the_logits(n_layers, positional, attention):
+    model = model_with(n_layers, positional, attention)
     with torch.no_grad():
         logits = model(X)
     for decompose in (residual_components, path_components):

@@ -27,8 +27,15 @@ def reference_forward(model, seq: list[int]) -> torch.Tensor:
         for q_pos in range(len(seq)):
             out = resid[q_pos].clone()
             for h in range(c.n_heads):
-                q = resid[q_pos] @ a.W_Q[h]
-                scores = [float(q @ (resid[k] @ a.W_K[h])) / math.sqrt(c.d_head) for k in range(q_pos + 1)]
+                if c.attention == "learned":
+                    q = resid[q_pos] @ a.W_Q[h]
+                    scores = [float(q @ (resid[k] @ a.W_K[h])) / math.sqrt(c.d_head) for k in range(q_pos + 1)]
+                elif c.attention == "static":  # bucket of the distance d: 0, 1, 2-3, 4-7, ...
+                    buckets = [0 if d == 0 else min(c.distance_buckets - 1, int(math.log2(d)) + 1)
+                               for d in (q_pos - k for k in range(q_pos + 1))]
+                    scores = [float(a.W_dist[h, b]) for b in buckets]
+                else:
+                    scores = [0.0] * (q_pos + 1)
                 m = max(scores)
                 w = [math.exp(s - m) for s in scores]
                 z = sum(wk / sum(w) * (resid[k] @ a.W_V[h]) for k, wk in enumerate(w))
@@ -38,10 +45,19 @@ def reference_forward(model, seq: list[int]) -> torch.Tensor:
     return torch.stack([r @ model.W_U for r in resid])
 
 
+def with_random_distance_weights(model):
+    for block in model.blocks:
+        if hasattr(block.attn, "W_dist"):  # zeros at init (uniform); random so the test can tell buckets apart
+            block.attn.W_dist.data = torch.randn(block.attn.W_dist.shape, generator=torch.Generator().manual_seed(5))
+    return model
+
+
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("positional", [True, False])
-def test_forward_matches_per_head_loop(n_layers, positional):
-    model = build_model(cfg(n_layers=n_layers, positional=positional), seed=1).eval()
+@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+def test_forward_matches_per_head_loop(n_layers, positional, attention):
+    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, positional=positional, attention=attention,
+                                                         distance_buckets=3), seed=1).eval())
     seq = [3, 1, 4, 1, 5, 9, 2]
     with torch.no_grad():
         got = model(torch.tensor([seq]))[0]
@@ -50,8 +66,9 @@ def test_forward_matches_per_head_loop(n_layers, positional):
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2])
-def test_left_padding_gives_same_logits_at_real_positions(n_layers):
-    model = build_model(cfg(n_layers=n_layers), seed=2).eval()
+@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+def test_left_padding_gives_same_logits_at_real_positions(n_layers, attention):
+    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, attention=attention), seed=2).eval())
     short, long = [5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8]
     batch = torch.tensor([[0] * 5 + short, long])
     with torch.no_grad():
@@ -114,3 +131,16 @@ def test_same_seed_same_weights_and_config_validation():
         cfg(n_layers=-1)
     with pytest.raises(ValueError, match="exceeds n_ctx"):
         a(torch.ones(1, 9, dtype=torch.long))
+
+
+def test_static_attention_depends_only_on_distance_and_has_no_qk():
+    model = with_random_distance_weights(build_model(cfg(attention="static"), seed=3).eval())
+    with torch.no_grad():
+        a = model.run_with_cache(torch.tensor([[1, 2, 3, 4, 5]]))[1]["blocks.0.attn.hook_pattern"]
+        b = model.run_with_cache(torch.tensor([[9, 9, 7, 1, 12]]))[1]["blocks.0.attn.hook_pattern"]
+    torch.testing.assert_close(a, b)
+    assert not hasattr(model.blocks[0].attn, "W_Q")
+    with pytest.raises(ValueError, match="no QK"):
+        model.QK
+    with pytest.raises(ValueError, match="attention must be"):
+        cfg(attention="rotary")

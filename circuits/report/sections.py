@@ -148,7 +148,8 @@ def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
              "L0 = W_E W_U (current item → next item); OV = W_E W_V W_O W_U (attended item → boosted item); "
              "QK = W_E W_Q (W_E W_K)ᵀ/√d_head (query item → attended item). Counts are training occurrences; "
              "pair count = how often the second item directly followed the first in training.")
-    circuits = ["L0"] + [f"{kind}:{h}" for h in run.model.head_labels() for kind in ("OV", "QK")]
+    kinds = ("OV", "QK") if run.model.cfg.attention == "learned" else ("OV",)
+    circuits = ["L0"] + [f"{kind}:{h}" for h in run.model.head_labels() for kind in kinds]
     parts = []
     for c in circuits:
         t = pair_table(run.model, ds, c, top=top, min_count=min_count)
