@@ -77,11 +77,10 @@ def main(argv: list[str] | None = None) -> int:
                     raise UserError(f"training failed: {' '.join(cmd[1:])}")
             runs.append(load_run(run_dir))
     rows, summary = depth_table(runs)
-    rows.to_csv(out / "depth_runs.csv", index=False)
-    summary.to_csv(out / "depth.csv", index=False)
-    depth_figure(summary).write_html(out / "depth.html", include_plotlyjs=True)
+    from analyses.common import save
+
     print(summary.to_string(index=False, float_format="%.4f"))
-    print(f"\nwrote {out}/depth.csv, depth_runs.csv, depth.html")
+    print("\n" + save(out, {"depth": summary, "depth_runs": rows}, ("depth", depth_figure(summary))))
     return 0
 
 

@@ -102,13 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="reports/diagnostics", help="folder for diagnostics.csv")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     table = pd.concat([diagnostics(load_dataset(d), Path(d).name) for d in args.data], ignore_index=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "diagnostics.csv", index=False)
-    diagnostics_figure(table).write_html(out / "diagnostics.html", include_plotlyjs=True)
+    from analyses.common import save
+
     shown = table.map(lambda v: f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else v)
     print(shown.set_index("data").T.to_string())
-    print(f"\nwrote {out / 'diagnostics.csv'} and {out / 'diagnostics.html'}")
+    print("\n" + save(args.out, {"diagnostics": table}, ("diagnostics", diagnostics_figure(table))))
     return 0
 
 

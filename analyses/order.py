@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -83,23 +82,15 @@ def order_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from circuits.errors import ArgumentParser
-    from circuits.runs import load_run
+    from analyses.common import load_runs, runs_parser, save
 
-    p = ArgumentParser(prog="python -m analyses.order", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p = runs_parser("python -m analyses.order", __doc__, "reports/order")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
-    p.add_argument("--out", default="reports/order", help="folder for order.csv and order.html")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = [load_run(d) for d in args.run_dirs]
+    runs = load_runs(args.run_dirs)
     table = pd.concat([order_sensitivity(r, split=args.split, seed=args.seed) for r in runs], ignore_index=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "order.csv", index=False)
-    order_figure(table).write_html(out / "order.html", include_plotlyjs=True)
     print(table.to_string(index=False, float_format="%.4f"))
-    print(f"\nwrote {out / 'order.csv'} and {out / 'order.html'}")
+    print("\n" + save(args.out, {"order": table}, ("order", order_figure(table))))
     return 0
 
 

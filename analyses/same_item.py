@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -81,28 +80,18 @@ def same_item_figure(table: pd.DataFrame) -> go.Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from circuits.errors import ArgumentParser, UserError
-    from circuits.runs import load_run
+    from analyses.common import load_runs, runs_parser, save
 
-    p = ArgumentParser(prog="python -m analyses.same_item", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p = runs_parser("python -m analyses.same_item", __doc__, "reports/same_item")
     p.add_argument("--near-cosine", type=float, default=0.9, help="embedding cosine for 'near-identical' (0.9)")
     p.add_argument("--max-users", type=int, default=2048, help="histories used (default 2048)")
-    p.add_argument("--out", default="reports/same_item", help="folder for same_item.csv and same_item.html")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = [load_run(d) for d in args.run_dirs]
-    if any(r.model.cfg.n_layers == 0 for r in runs):
-        raise UserError("a 0-layer model has no attention; give runs with 1 or more layers")
+    runs = load_runs(args.run_dirs, need_attention=True)
     table = pd.concat([same_item_attention(r, split=args.split, near_cosine=args.near_cosine,
                                            max_users=args.max_users) for r in runs], ignore_index=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "same_item.csv", index=False)
-    same_item_figure(table).write_html(out / "same_item.html", include_plotlyjs=True)
     print(table.pivot_table(index=["run", "head"], columns="pattern", values=["same", "near"], sort=False)
           .to_string(float_format="%.3f"))
-    print(f"\nwrote {out}/same_item.csv and same_item.html")
+    print("\n" + save(args.out, {"same_item": table}, ("same_item", same_item_figure(table))))
     return 0
 
 

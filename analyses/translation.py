@@ -16,7 +16,6 @@ would only translate the user vector — a fixed offset, not a context-specific 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -99,29 +98,17 @@ def translation_figure(abl: pd.DataFrame) -> go.Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from circuits.errors import ArgumentParser, UserError
-    from circuits.runs import load_run
+    from analyses.common import load_runs, runs_parser, save
 
-    p = ArgumentParser(prog="python -m analyses.translation", description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--split", default="test", choices=["valid", "test"])
-    p.add_argument("--out", default="reports/translation", help="folder for the CSV tables and the figure")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = [load_run(d) for d in args.run_dirs]
-    if any(r.model.cfg.n_layers == 0 for r in runs):
-        raise UserError("a 0-layer model has no attention layer to test; give runs with 1 or more layers")
-    parts = [translation_vector(r, split=args.split) for r in runs]
+    args = runs_parser("python -m analyses.translation", __doc__, "reports/translation").parse_args(
+        sys.argv[1:] if argv is None else argv)
+    parts = [translation_vector(r, split=args.split) for r in load_runs(args.run_dirs, need_attention=True)]
     geo = pd.concat([g for g, _ in parts], ignore_index=True)
     abl = pd.concat([a for _, a in parts], ignore_index=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    geo.to_csv(out / "geometry.csv", index=False)
-    abl.to_csv(out / "ablations.csv", index=False)
-    translation_figure(abl).write_html(out / "translation.html", include_plotlyjs=True)
     print(geo.to_string(index=False, float_format="%.4f"))
     print()
     print(abl.to_string(index=False, float_format="%.4f"))
-    print(f"\nwrote {out}/geometry.csv, ablations.csv, translation.html")
+    print("\n" + save(args.out, {"geometry": geo, "ablations": abl}, ("translation", translation_figure(abl))))
     return 0
 
 

@@ -1,0 +1,42 @@
+"""What every experiment CLI shares: the run arguments, loading runs, and writing tables and a figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from circuits.errors import ArgumentParser, UserError
+
+
+def runs_parser(prog: str, doc: str, out: str) -> ArgumentParser:
+    """A parser with RUN_DIR…, --split and --out; `doc` is the module docstring (its first paragraph is shown)."""
+    p = ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--split", default="test", choices=["valid", "test"])
+    p.add_argument("--out", default=out, help=f"folder for the tables (CSV) and the figure (HTML); default {out}")
+    return p
+
+
+def load_runs(run_dirs: list[str], need_attention: bool = False) -> list:
+    from circuits.runs import load_run
+
+    runs = [load_run(d) for d in run_dirs]
+    if need_attention and any(r.model.cfg.n_layers == 0 for r in runs):
+        raise UserError("a 0-layer model has no attention layer to test; give runs with 1 or more layers")
+    return runs
+
+
+def save(out: str | Path, tables: dict[str, pd.DataFrame], figure: tuple[str, go.Figure]) -> str:
+    """Write each table as NAME.csv and the figure as a self-contained NAME.html; return a 'wrote …' line."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, table in tables.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+        paths.append(out / f"{name}.csv")
+    name, fig = figure
+    fig.write_html(out / f"{name}.html", include_plotlyjs=True)
+    paths.append(out / f"{name}.html")
+    return "wrote " + ", ".join(str(p) for p in paths)
