@@ -209,7 +209,8 @@ def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
         for h in range(run.model.cfg.n_heads):
             p = pattern[h][keep, keep]
             hidden = 1 - p.sum(1)[-1]
-            note = f" (last query: {hidden:.0%} on earlier items not shown)" if hidden > 0.005 else ""
+            note = (f"<br><sup>last query: {hidden:.0%} of its attention on earlier items not shown</sup>"
+                    if hidden > 0.005 else "")
             figs.append(plots.attention_heatmap(p, titles, gaps, title=f"L{l}H{h} · user {plots.safe(user_id)}{note}"))
     return figs
 
