@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 
 def run_row(run) -> dict:
-    policy = run.config["train"].get("resolved_seen_policy", "excluded")
+    policy = run.seen_policy
     m = run.metrics
     return {"run": str(run.path), "layers": run.model.cfg.n_layers, "heads": run.model.cfg.n_heads,
             "d_model": run.model.cfg.d_model, "seed": run.config["train"]["seed"], "protocol": f"full/{policy}",

@@ -54,7 +54,7 @@ def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0) -> pd.Da
     from circuits.training import model_scorer
 
     ds = ds or run.dataset()
-    policy = run.config["train"].get("resolved_seen_policy", "excluded")
+    policy = run.seen_policy
     base = ds.eval_split(split, run.model.cfg.n_ctx)
     rows = []
     for kind in TRANSFORMS:

@@ -79,7 +79,7 @@ def translation_vector(run, ds=None, split: str = "test") -> tuple[pd.DataFrame,
     """(geometry per layer, ablations per head and layer) for one run."""
     ds = ds or run.dataset()
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
-    policy = run.config["train"].get("resolved_seen_policy", "excluded")
+    policy = run.seen_policy
     geo = geometry(layer_outputs(run.model, sp.history)).assign(run=run.path.name)
     abl = ablations(run.model, sp, ds.d_vocab, policy).assign(run=run.path.name, protocol=f"full/{policy}")
     return geo, abl

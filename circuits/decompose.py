@@ -39,19 +39,24 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+def visible_window(ds, user_id: str, split: str, n_ctx: int) -> tuple[int, int]:
+    """(start, end): `ds.items[start:end]` is the history the model sees before the split's target, which is
+    `ds.items[end]` (test: the user's last item; valid: the one before)."""
+    u = ds.user_index(user_id)
+    lo, hi = ds.offsets[u], ds.offsets[u + 1]
+    if hi - lo < 3:
+        raise UserError(f"sequence {user_id!r} has {hi - lo} items; evaluation needs at least 3")
+    end = hi - (2 if split == "valid" else 1)
+    return max(lo, end - n_ctx), end
+
+
 def decompose_sequence(
     run, ds, user_id: str, split: str = "test", pos: int = -1, top: int = 10, paths: bool = False
 ) -> dict:
     """Everything the single-sequence view shows, as plain data (DataFrames)."""
     from circuits.sources import attention_sources, same_item_attention
 
-    u = ds.user_index(user_id)
-    lo, hi = ds.offsets[u], ds.offsets[u + 1]
-    if hi - lo < 3:
-        raise UserError(f"sequence {user_id!r} has {hi - lo} items; evaluation needs at least 3")
-    end = hi - (2 if split == "valid" else 1)  # index of the split's target
-    n_ctx = run.model.cfg.n_ctx
-    start = max(lo, end - n_ctx)
+    start, end = visible_window(ds, user_id, split, run.model.cfg.n_ctx)
     window = ds.items[start:end]
     if not -len(window) <= pos < len(window):
         raise UserError(f"--pos {pos} is outside the visible history of {len(window)} items")

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablate:
         from circuits.ablation import ablation_table
 
-        abl = ablation_table(model, valid, ds.d_vocab, run.config["train"].get("resolved_seen_policy", "excluded"))
+        abl = ablation_table(model, valid, ds.d_vocab, run.seen_policy)
     if args.json:
         print(json.dumps({"heads": scores.reset_index().to_dict(orient="records"),
                           "composition": comp.to_dict(orient="records"),

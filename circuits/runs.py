@@ -72,6 +72,11 @@ class Run:
     def model_config(self) -> ModelConfig:
         return self.model.cfg
 
+    @property
+    def seen_policy(self) -> str:
+        """The seen-item policy its checkpoint was chosen under ("excluded" or "included")."""
+        return self.config["train"].get("resolved_seen_policy", "excluded")
+
     def dataset(self):
         """The run's dataset, rebuilt from the recorded data spec and checked against its fingerprint."""
         from circuits.data import load_dataset

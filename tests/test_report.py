@@ -80,8 +80,8 @@ def test_metrics_frame_puts_full_ranking_first_and_labels_sampled(hostile_runs):
     run = load_run(hostile_runs[2])
     t = S.metrics_frame(run)
     protocols = list(dict.fromkeys(t["protocol"]))
-    assert protocols[0] == f"full/{S.policy_of(run)}" and protocols[-1].startswith("sampled-100 (SAMPLED")
-    want = run.metrics["model"]["test"][f"full/{S.policy_of(run)}"]["NDCG@10"]
+    assert protocols[0] == f"full/{run.seen_policy}" and protocols[-1].startswith("sampled-100 (SAMPLED")
+    want = run.metrics["model"]["test"][f"full/{run.seen_policy}"]["NDCG@10"]
     assert t[(t.system == "model")].iloc[0]["NDCG@10"] == want
 
 

@@ -21,10 +21,6 @@ def run_name(run) -> str:
     return run.path.name
 
 
-def policy_of(run) -> str:
-    return run.config["train"].get("resolved_seen_policy", "excluded")
-
-
 def is_group(component: str) -> bool:
     return component == "L0" or all(part[1:].isdigit() for part in component.split("+"))
 
@@ -35,7 +31,7 @@ def metrics_frame(run, split: str = "test") -> pd.DataFrame:
     """Model and baselines on `split`: full ranking under the run's seen policy first, sampled last."""
     from circuits.evaluation import report_table
 
-    policy = policy_of(run)
+    policy = run.seen_policy
     t = report_table(run.metrics)
     t = t[t["split"] == split].drop(columns="split")
     order = {f"full/{policy}": 0, f"full/{'included' if policy == 'excluded' else 'excluded'}": 1, "sampled": 2}
@@ -64,7 +60,7 @@ def run_card(run) -> Section:
     sec = Section("Run card", anchor="card")
     sec.table(facts).heading("Test metrics (model next to the baselines)")
     sec.text(f"Full ranking over all {summary['items']:,} items first (pessimistic ties); the seen-item policy of this "
-             f"data is '{policy_of(run)}'. The sampled protocol is shown last and labelled: it ranks the target "
+             f"data is '{run.seen_policy}'. The sampled protocol is shown last and labelled: it ranks the target "
              "against 100 random unseen items and overstates every model.")
     sec.table(t)
     full = t[t["protocol"].str.startswith("full/")]
@@ -78,7 +74,7 @@ def rank_table_for(run, ds, split: str = "test") -> pd.DataFrame:
     from circuits.ranks import rank_table
 
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
-    return rank_table(run.model, ds, sp, exclude_seen=policy_of(run) == "excluded")
+    return rank_table(run.model, ds, sp, exclude_seen=run.seen_policy == "excluded")
 
 
 def rank_quantiles(table: pd.DataFrame, groups_only: bool = True) -> pd.DataFrame:
@@ -193,11 +189,11 @@ def heads_section(run, ds) -> Section | None:
 
 def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
     """One heatmap per head for the user's test history (its last `window` items)."""
-    u = ds.user_index(user_id)
-    lo, hi = ds.offsets[u], ds.offsets[u + 1]
-    start = max(lo, hi - 1 - run.model.cfg.n_ctx)
-    items = ds.items[start : hi - 1]
-    times = ds.timestamps[start : hi - 1].astype(float)
+    from circuits.decompose import visible_window
+
+    start, end = visible_window(ds, user_id, "test", run.model.cfg.n_ctx)
+    items = ds.items[start:end]
+    times = ds.timestamps[start:end].astype(float)
     with torch.no_grad():
         _, cache = run.model.run_with_cache(torch.from_numpy(items)[None])
     keep = slice(max(0, len(items) - window), len(items))
