@@ -7,13 +7,15 @@ one source position; its `contribution` = weight × ov_logit, and they sum to th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuits.model import AttnOnlyTransformer
+from circuits.model import AttnOnlyTransformer, strip_left_padding
 
 
 def attention_sources(
@@ -75,16 +77,38 @@ def same_item_attention(sources: pd.DataFrame) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def same_item_share(model: AttnOnlyTransformer, histories: Int[Tensor, "batch pos"]) -> dict[str, float]:
-    """Per head: attention mass on keys holding the query's own item (itself and earlier occurrences), averaged
-    over every real query position of `histories` (left-padded) — the batched form of `same_item_attention`."""
-    _, cache = model.run_with_cache(histories)
-    same = (histories[:, :, None] == histories[:, None, :]) & (histories != 0)[:, :, None]  # [b, q, k]
-    real = histories != 0
-    out = {}
-    for l in range(model.cfg.n_layers):
-        pattern = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
-        mass = (pattern * same[:, None]).sum(-1)  # [b, h, q]
-        for h in range(model.cfg.n_heads):
-            out[f"L{l}H{h}"] = float(mass[:, h][real].mean())
-    return out
+def same_item_table(model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256) -> pd.DataFrame:
+    """Per head, the attention mass on keys holding the query's own item (itself and earlier occurrences:
+    `same`) and on near-identical items (embedding cosine ≥ `near_cosine`: `near`), averaged over every real
+    query position of the left-padded `histories`, under three patterns: `actual`, `positional` (the head's
+    scores from the positional embeddings alone) and `uniform`. The batched form of `same_item_attention`."""
+    E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    n_queries = 0
+    for lo in range(0, len(histories), batch):
+        x = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]))
+        real = x != 0
+        allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
+        same = (x[:, :, None] == x[:, None, :]) & allowed
+        near = (E[x] @ E[x].transpose(1, 2) >= near_cosine) & allowed
+        uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
+        _, cache = model.run_with_cache(x)
+        pos = cache["hook_pos_embed"] if model.W_pos is not None else None
+        for l, block in enumerate(model.blocks):
+            actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
+            for h in range(model.cfg.n_heads):
+                patterns = {"actual": actual[:, h], "uniform": uniform}
+                if model.cfg.attention != "learned":  # static / uniform: the pattern is positional already
+                    patterns["positional"] = actual[:, h]
+                elif pos is not None:
+                    scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
+                    scores = scores / math.sqrt(model.cfg.d_head)
+                    patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+                for name, p in patterns.items():
+                    shares = np.array([float((p * same)[real].sum()), float((p * near)[real].sum())])
+                    key = (f"L{l}H{h}", name)
+                    sums[key] = sums.get(key, 0) + shares
+        n_queries += int(real.sum())
+    rows = [{"head": head, "pattern": name, "same": v[0] / n_queries, "near": v[1] / n_queries}
+            for (head, name), v in sums.items()]
+    return pd.DataFrame(rows)

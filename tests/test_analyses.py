@@ -91,16 +91,18 @@ def test_constant_head_outputs_are_a_pure_translation(tiny_runs):
 
 
 def test_same_item_shares_against_direct_computations(tiny_runs):
-    from analyses.same_item import same_item_table
-    from circuits.sources import same_item_share
+    from circuits.sources import attention_sources, same_item_attention, same_item_table
 
     model = tiny_runs[1].model
     ds = tiny_runs[1].dataset()
-    h = ds.eval_split("test", model.cfg.n_ctx).history[:40]
-    table = same_item_table(model, h, batch=16).set_index(["head", "pattern"])
-    actual = same_item_share(model, torch.from_numpy(h))
-    for head, share in actual.items():
-        assert table.loc[(head, "actual"), "same"] == pytest.approx(share, abs=1e-6)
+    h = ds.eval_split("test", model.cfg.n_ctx).history[:12]
+    table = same_item_table(model, h, batch=5).set_index(["head", "pattern"])
+    # actual: the per-sequence view, one query position at a time, averaged over every real query
+    per_query = [same_item_attention(attention_sources(model, torch.from_numpy(row[row != 0]), 1, query=q))
+                 for row in h for q in range((row != 0).sum())]
+    for head in model.head_labels():
+        want = np.mean([v.loc[head, "same_item_share"] for v in per_query])
+        assert table.loc[(head, "actual"), "same"] == pytest.approx(want, abs=1e-6)
         assert table.loc[(head, "actual"), "near"] >= table.loc[(head, "actual"), "same"] - 1e-9
     # uniform: the share of visible items equal to the query, per real query position
     want = []

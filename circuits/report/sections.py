@@ -160,15 +160,15 @@ def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
 
 def heads_section(run, ds) -> Section | None:
     from circuits.heads import composition, head_scores
-    from circuits.sources import same_item_share
+    from circuits.sources import same_item_table
 
     model = run.model
     if model.cfg.n_layers == 0:
         return None
     valid = ds.eval_split("valid", model.cfg.n_ctx)
-    histories = torch.from_numpy(valid.history[:256])
-    scores = head_scores(model, histories)
-    scores["same_item_share"] = pd.Series(same_item_share(model, histories))
+    scores = head_scores(model, torch.from_numpy(valid.history[:256]))
+    same = same_item_table(model, valid.history[:256])
+    scores["same_item_share"] = same[same["pattern"] == "actual"].set_index("head")["same"]
     sec = Section("Head scores", anchor="heads")
     sec.text("ov_copying: Σλ/Σ|λ| of the OV circuit's eigenvalues (1 = pure copying); ov_self_top / qk_self_top: share of "
              "items whose top OV output / top QK key is themselves; ov_bigram_corr: agreement of the head's OV table "
