@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.metrics import rank_of_target
 from circuits.model import AttnOnlyTransformer
 
 
@@ -87,9 +88,7 @@ def component_logits(
 
 def target_ranks(logits: Float[Tensor, "... d_vocab"], target: Int[Tensor, " batch"]) -> Int[Tensor, "... batch"]:
     """Rank of the target among all items (1 = best; padding excluded; ties pessimistic, as in metrics)."""
-    scores = logits[..., 1:]
-    t = logits.gather(-1, target.expand(*logits.shape[:-1])[..., None])
-    return 1 + (scores >= t).sum(-1) - 1
+    return rank_of_target(logits[..., 1:], (target - 1).expand(*logits.shape[:-1]))  # column j ↔ item j + 1
 
 
 def with_groups(

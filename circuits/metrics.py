@@ -29,11 +29,11 @@ Scorer = Callable[[Tensor, np.ndarray], Tensor]  # (history [B, n_ctx], rows) ->
 
 
 def rank_of_target(scores: Tensor, target: Tensor) -> Tensor:
-    """Pessimistic rank of `target` in each row of `scores` [B, n_candidates]: int64 [B]."""
-    t = scores.gather(1, target[:, None])
-    higher = (scores > t).sum(1)
-    ties = (scores == t).sum(1) - 1
-    return 1 + higher + ties
+    """Pessimistic rank of `target` along the last axis of `scores` [..., n_candidates]: int64 [...].
+
+    1 + (candidates scoring higher) + (other candidates tying with it) = candidates scoring ≥ the target."""
+    t = scores.gather(-1, target[..., None])
+    return (scores >= t).sum(-1)
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str, float]:
