@@ -23,13 +23,12 @@ import pandas as pd
 SESSION_GAP_S = 30 * 60
 
 
-def target_stats(ds) -> dict[str, float]:
+def target_stats(ds, test) -> dict[str, float]:
     """A→A, target in history, and target unrelated to every history item, over the test targets."""
     import torch
 
     from circuits.baselines import cooccurrence
 
-    test = ds.eval_split("test", int(ds.lengths.max()))  # the whole history
     co = cooccurrence(ds, normalise=False)
     repeat, in_hist, unrelated = [], [], []
     for lo in range(0, len(test), 512):
@@ -57,13 +56,12 @@ def time_stats(ds) -> dict[str, float]:
             "mean_session_length": float(len(ds.items) / (ds.n_users + breaks))}
 
 
-def model_stats(ds) -> dict[str, float]:
+def model_stats(ds, test) -> dict[str, float]:
     from circuits.baselines import baseline_scorer
     from circuits.metrics import evaluate_split
     from circuits.training import resolve_seen_policy
 
     policy = resolve_seen_policy("auto", ds)
-    test = ds.eval_split("test", int(ds.lengths.max()))
     out = {"policy": policy}
     for name in ("most-popular", "markov", "cooccurrence"):
         out[f"{name}_NDCG@10"] = evaluate_split(baseline_scorer(name, ds), test, ds.d_vocab, n_sampled=0)[
@@ -73,9 +71,10 @@ def model_stats(ds) -> dict[str, float]:
 
 def diagnostics(ds, name: str | None = None) -> pd.DataFrame:
     """One row of every statistic for one data set."""
+    test = ds.eval_split("test", int(ds.lengths.max()))  # each user's whole history before the test target
     s = ds.summary()
     row = {"data": name or s.get("name"), "users": s["users"], "items": s["items"], "interactions": s["interactions"],
-           **target_stats(ds), **model_stats(ds), **time_stats(ds)}
+           **target_stats(ds, test), **model_stats(ds, test), **time_stats(ds)}
     return pd.DataFrame([row])
 
 
