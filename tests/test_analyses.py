@@ -5,21 +5,15 @@ import pytest
 import torch
 
 from analyses.order import order_sensitivity, transform_histories, transform_history
-from circuits import train
-from circuits.data.synthetic import SyntheticConfig, write
 from circuits.runs import load_run
-
-FAST = ["--d-model", "16", "--d-head", "8", "--batch-size", "32", "--quiet", "--warmup-steps", "5", "--epochs", "3"]
+from tests.helpers import tiny_journeys, train_tiny
 
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("analyses")
-    folder = write(SyntheticConfig(n_topics=3, docs_per_topic=10, series_per_topic=1, n_users=100, min_length=8,
-                                   max_length=16), root / "data")
-    for layers in (0, 1):
-        train.main(["--layers", str(layers), "--data", str(folder), "--out", str(root / f"L{layers}"), *FAST])
-    return {layers: load_run(root / f"L{layers}") for layers in (0, 1)}
+    folder = tiny_journeys(root / "data", n_users=100, max_length=16)
+    return {layers: load_run(train_tiny(folder, root / f"L{layers}", layers)) for layers in (0, 1)}
 
 
 def test_transforms_keep_the_items_and_deduplicate_to_latest_occurrences():
@@ -198,7 +192,7 @@ def test_static_and_uniform_attention_go_through_training_decomposition_and_repo
     from circuits.report import build_report
 
     folder = tiny_runs[0].config["data"]["source"]
-    train.main(["--layers", "2", "--attention", attention, "--data", folder, "--out", str(tmp_path / "r"), *FAST])
+    train_tiny(folder, tmp_path / "r", 2, "--attention", attention)
     run = load_run(tmp_path / "r")
     assert run.model.cfg.attention == attention
     heads.main([str(tmp_path / "r")])

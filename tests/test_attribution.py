@@ -5,6 +5,7 @@ import torch
 from circuits.attribution import component_logits, path_components, residual_components, target_ranks
 from circuits.config import ModelConfig
 from circuits.model import build_model
+from tests.helpers import with_random_distance_weights
 
 X = torch.tensor([[0, 0, 4, 2, 7, 7, 1, 3], [5, 6, 1, 2, 3, 4, 5, 6]])
 
@@ -12,11 +13,7 @@ X = torch.tensor([[0, 0, 4, 2, 7, 7, 1, 3], [5, 6, 1, 2, 3, 4, 5, 6]])
 def model_with(n_layers, positional=True, attention="learned"):
     cfg = ModelConfig(d_vocab=11, n_ctx=8, n_layers=n_layers, n_heads=2, d_model=12, d_head=4, positional=positional,
                       attention=attention)
-    model = build_model(cfg, seed=n_layers).eval()
-    for block in model.blocks:
-        if hasattr(block.attn, "W_dist"):
-            block.attn.W_dist.data = torch.randn(block.attn.W_dist.shape, generator=torch.Generator().manual_seed(1))
-    return model
+    return with_random_distance_weights(build_model(cfg, seed=n_layers).eval(), seed=1)
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])

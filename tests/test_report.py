@@ -7,34 +7,27 @@ import pandas as pd
 import pytest
 from plotly.offline import get_plotlyjs
 
-from circuits import train
-from circuits.data.synthetic import SyntheticConfig, write
 from circuits.errors import UserError
 from circuits.report import build_report
 from circuits.report import sections as S
 from circuits.report.page import Section, render, table_html
 from circuits.runs import load_run
 from tests.browser import find_chromium, open_in_chromium
+from tests.helpers import tiny_journeys, train_tiny
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "\"><svg onload=alert(3)>",
            "<b>bold</b> & <a href=https://example.com>link</a>"]
-FAST = ["--d-model", "16", "--d-head", "8", "--batch-size", "32", "--quiet", "--warmup-steps", "5", "--epochs", "3"]
 
 
 @pytest.fixture(scope="module")
 def hostile_runs(tmp_path_factory):
     """0- and 2-layer runs on tiny journeys whose every title is hostile markup."""
     root = tmp_path_factory.mktemp("hostile")
-    folder = write(SyntheticConfig(n_topics=3, docs_per_topic=10, series_per_topic=1, n_users=80, min_length=8,
-                                   max_length=14), root / "data")
+    folder = tiny_journeys(root / "data", n_users=80, max_length=14)
     items = pd.read_csv(folder / "items.tsv", sep="\t")
     items["title"] = [f"{HOSTILE[i % len(HOSTILE)]} #{i}" for i in range(len(items))]
     items.to_csv(folder / "items.tsv", sep="\t", index=False)
-    runs = {}
-    for layers in (0, 2):
-        train.main(["--layers", str(layers), "--data", str(folder), "--out", str(root / f"L{layers}"), *FAST])
-        runs[layers] = root / f"L{layers}"
-    return runs
+    return {layers: train_tiny(folder, root / f"L{layers}", layers) for layers in (0, 2)}
 
 
 def test_tables_escape_every_cell_and_header():
