@@ -5,6 +5,7 @@ Each model is trained by the train command (`python -m circuits.train`, one proc
 `OUT/L{layers}-s{seed}`; finished runs are reused, so an interrupted sweep continues where it stopped.
 
     python -m analyses.depth --data synthetic --layers 0 1 2 3 4 --seeds 0 1 2 --max-minutes 3 --out runs/depth
+    python -m analyses.depth --data ../shared/data/ml-1m-5core --max-minutes 0 --epochs 20 --out runs/depth-ml1m
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def run_row(run) -> dict:
             "d_model": run.model.cfg.d_model, "seed": run.config["train"]["seed"], "protocol": f"full/{policy}",
             "valid_NDCG@10": m["model"]["valid"][f"full/{policy}"]["NDCG@10"],
             "test_NDCG@10": m["model"]["test"][f"full/{policy}"]["NDCG@10"],
-            "minutes": m["training"]["minutes"], "best_epoch": m["training"]["best_epoch"]}
+            "minutes": m["training"]["minutes"], "epochs_run": m["training"]["epochs_run"],
+            "best_epoch": m["training"]["best_epoch"]}
 
 
 def depth_table(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -58,18 +60,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="synthetic", help="as for the train command (default synthetic)")
     p.add_argument("--layers", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--max-minutes", type=float, default=5.0, help="training budget per model (default 5)")
+    p.add_argument("--max-minutes", type=float, default=5.0,
+                   help="training-time budget per model (default 5; 0 = none, then give --epochs)")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="epoch budget per model (default 0 = none): the same number of updates whatever the load "
+                        "on the machine, unlike --max-minutes")
     p.add_argument("--out", default="runs/depth", help="folder for the runs, depth.csv and depth.html")
     args, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
+    if not args.max_minutes and not args.epochs:
+        raise UserError("give a training budget: --max-minutes and/or --epochs")
     runs = []
-    for layers in args.layers:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed-major: an interrupted sweep already has whole depth curves for its first seeds
+        for layers in args.layers:
             run_dir = out / f"L{layers}-s{seed}"
             if not (run_dir / "metrics.json").exists():
                 cmd = [sys.executable, "-m", "circuits.train", "--layers", str(layers), "--data", args.data,
-                       "--seed", str(seed), "--max-minutes", str(args.max_minutes), "--epochs", "100000",
+                       "--seed", str(seed), "--max-minutes", str(args.max_minutes), "--epochs", str(args.epochs or 100000),
                        "--out", str(run_dir), "--quiet", *extra]
                 if partial_dir(run_dir).exists():
                     cmd.append("--resume")  # an interrupted sweep goes on where it stopped

@@ -4,7 +4,9 @@ Each model is evaluated on the same users with its history (the visible `n_ctx` 
 `shuffled_keep_last` (earlier items permuted, the latest kept in place), `shuffled` (all permuted),
 `reversed`, `deduplicated` (only the latest occurrence of each item, in order). Targets, candidate sets and
 the seen-item lists stay as they are, so only the model's input changes. A model that treats the history as a
-bag loses nothing under `shuffled_keep_last`.
+bag loses nothing under `shuffled_keep_last`. Timestamps (read by time-gap attention) stay with the positions:
+shuffling and reversing change which item came at each time, not the times; de-duplication drops the
+timestamps of the dropped occurrences.
 
     python -m analyses.order runs/syn-L0 runs/syn-L1 runs/syn-L2 --out reports/order
 """
@@ -21,31 +23,44 @@ import plotly.graph_objects as go
 TRANSFORMS = ("intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated")
 
 
-def transform_history(items: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
-    """One unpadded history (oldest first) → its transformed version."""
+def transform_order(items: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """Indices into one unpadded history (oldest first) that give its transformed version."""
+    n = len(items)
     if kind == "intact":
-        return items
+        return np.arange(n)
     if kind == "shuffled":
-        return rng.permutation(items)
+        return rng.permutation(n)
     if kind == "shuffled_keep_last":
-        return np.concatenate([rng.permutation(items[:-1]), items[-1:]])
+        return np.concatenate([rng.permutation(n - 1), [n - 1]]) if n else np.arange(0)
     if kind == "reversed":
-        return items[::-1].copy()
+        return np.arange(n)[::-1]
     if kind == "deduplicated":
         _, first_from_end = np.unique(items[::-1], return_index=True)
-        return items[np.sort(len(items) - 1 - first_from_end)]
+        return np.sort(n - 1 - first_from_end)
     raise ValueError(f"unknown transform {kind!r} ({', '.join(TRANSFORMS)})")
 
 
-def transform_histories(history: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
-    """Left-padded [n, n_ctx] histories → the same shape, each row's real items transformed."""
+def transform_history(items: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One unpadded history (oldest first) → its transformed version."""
+    return items[transform_order(items, kind, rng)]
+
+
+def transform_histories(history: np.ndarray, kind: str, seed: int = 0, times: np.ndarray | None = None):
+    """Left-padded [n, n_ctx] histories → the same shape, each row's real items transformed. With `times`
+    (aligned with `history`), return `(history, times)`: times stay at their positions except under
+    de-duplication, where the kept occurrences keep theirs."""
     rng = np.random.default_rng(seed)
     out = np.zeros_like(history)
+    out_times = None if times is None else np.zeros_like(times)
     for r, row in enumerate(history):
-        real = transform_history(row[row != 0], kind, rng)
-        if len(real):
-            out[r, -len(real) :] = real
-    return out
+        real = row != 0
+        idx = transform_order(row[real], kind, rng)
+        if len(idx):
+            out[r, -len(idx) :] = row[real][idx]
+            if times is not None:
+                t = times[r][real]
+                out_times[r, -len(idx) :] = t[idx] if kind == "deduplicated" else t
+    return out if times is None else (out, out_times)
 
 
 def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0) -> pd.DataFrame:
@@ -58,8 +73,9 @@ def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0) -> pd.Da
     base = ds.eval_split(split, run.model.cfg.n_ctx)
     rows = []
     for kind in TRANSFORMS:
-        sp = dataclasses.replace(base, history=transform_histories(base.history, kind, seed))
-        m = evaluate_split(model_scorer(run.model), sp, ds.d_vocab, n_sampled=0)[f"full/{policy}"]
+        history, times = transform_histories(base.history, kind, seed, base.history_times)
+        sp = dataclasses.replace(base, history=history, history_times=times)
+        m = evaluate_split(model_scorer(run.model, sp), sp, ds.d_vocab, n_sampled=0)[f"full/{policy}"]
         rows.append({"run": run.path.name, "layers": run.model.cfg.n_layers, "transform": kind,
                      "protocol": f"full/{policy}", "HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"]})
     out = pd.DataFrame(rows)

@@ -26,7 +26,7 @@ from circuits.sources import same_item_table
 def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048) -> pd.DataFrame:
     ds = ds or run.dataset()
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
-    table = same_item_table(run.model, sp.history[:max_users], near_cosine)
+    table = same_item_table(run.model, sp.history[:max_users], near_cosine, times=sp.history_times[:max_users])
     return table.assign(run=run.path.name)
 
 

@@ -28,12 +28,13 @@ from circuits.model import strip_left_padding
 
 
 @torch.no_grad()
-def layer_outputs(model, histories: np.ndarray, batch: int = 256) -> dict[int, torch.Tensor]:
-    """Per layer: its attention output at the last position, [n_users, d_model]."""
+def layer_outputs(model, histories: np.ndarray, times: np.ndarray, batch: int = 256) -> dict[int, torch.Tensor]:
+    """Per layer: its attention output at the last position, [n_users, d_model] (`times`: the histories'
+    timestamps, read by time-gap attention)."""
     out: dict[int, list] = {l: [] for l in range(model.cfg.n_layers)}
     for lo in range(0, len(histories), batch):
-        x = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]))
-        _, cache = model.run_with_cache(x, names_filter=lambda n: n.endswith("hook_attn_out"))
+        x, t = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]), torch.from_numpy(times[lo : lo + batch]))
+        _, cache = model.run_with_cache(x, times=t, names_filter=lambda n: n.endswith("hook_attn_out"))
         for l in out:
             out[l].append(cache[f"blocks.{l}.hook_attn_out"][:, -1])
     return {l: torch.cat(v) for l, v in out.items()}
@@ -56,9 +57,9 @@ def ablations(model, split, d_vocab: int, policy: str) -> pd.DataFrame:
     from circuits.training import model_scorer
 
     def ndcg() -> float:
-        return metrics_from_ranks(split_ranks(model_scorer(model), split, d_vocab, n_sampled=0)[f"full/{policy}"])["NDCG@10"]
+        return metrics_from_ranks(split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"])["NDCG@10"]
 
-    means = mean_head_results(model, torch.from_numpy(split.history[:1024]))
+    means = mean_head_results(model, torch.from_numpy(split.history[:1024]), torch.from_numpy(split.history_times[:1024]))
     groups = {h: [h] for h in model.head_labels()}
     groups.update({f"L{l + 1} (all heads)": [h for h in model.head_labels() if h.startswith(f"L{l}H")]
                    for l in range(model.cfg.n_layers)})
@@ -80,7 +81,7 @@ def translation_vector(run, ds=None, split: str = "test") -> tuple[pd.DataFrame,
     ds = ds or run.dataset()
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
     policy = run.seen_policy
-    geo = geometry(layer_outputs(run.model, sp.history)).assign(run=run.path.name)
+    geo = geometry(layer_outputs(run.model, sp.history, sp.history_times)).assign(run=run.path.name)
     abl = ablations(run.model, sp, ds.d_vocab, policy).assign(run=run.path.name, protocol=f"full/{policy}")
     return geo, abl
 

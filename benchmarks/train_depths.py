@@ -52,7 +52,7 @@ def snapshot_curve(run_dir: Path, marks: list[float]) -> dict[float, float]:
         path = run_dir / "snapshots" / f"best@{m:g}min.safetensors"
         if path.exists():
             run.model.load_state_dict(load_file(str(path)))
-            curve[m] = evaluate_split(model_scorer(run.model), test, ds.d_vocab, n_sampled=0)["full/excluded"]["NDCG@10"]
+            curve[m] = evaluate_split(model_scorer(run.model, test), test, ds.d_vocab, n_sampled=0)["full/excluded"]["NDCG@10"]
     return curve
 
 

@@ -18,9 +18,12 @@ from circuits.model import AttnOnlyTransformer
 
 
 @torch.no_grad()
-def mean_head_results(model: AttnOnlyTransformer, histories: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Mean output [d_model] of every head over the real positions of `histories`."""
-    _, cache = model.run_with_cache(histories)
+def mean_head_results(
+    model: AttnOnlyTransformer, histories: torch.Tensor, times: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """Mean output [d_model] of every head over the real positions of `histories` (`times`: their timestamps,
+    for a model whose attention reads time gaps)."""
+    _, cache = model.run_with_cache(histories, times=times)
     real = (histories != 0).float()[..., None]
     out = {}
     for l in range(model.cfg.n_layers):
@@ -64,10 +67,11 @@ def ablation_table(
     from circuits.training import model_scorer
 
     def ranks() -> np.ndarray:
-        return split_ranks(model_scorer(model), split, d_vocab, n_sampled=0)[f"full/{policy}"]
+        return split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"]
 
     base = ranks()
-    means = mean_head_results(model, torch.from_numpy(split.history[:512])) if "mean" in modes else {}
+    means = (mean_head_results(model, torch.from_numpy(split.history[:512]), torch.from_numpy(split.history_times[:512]))
+             if "mean" in modes else {})
     rows = []
     for head in model.head_labels():
         for mode in modes:

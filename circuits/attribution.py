@@ -21,7 +21,9 @@ from circuits.metrics import rank_of_target
 from circuits.model import AttnOnlyTransformer
 
 
-def _cache(model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = ()) -> dict[str, Tensor]:
+def _cache(
+    model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = (), times: Tensor | None = None
+) -> dict[str, Tensor]:
     """Only the activations a decomposition reads (embeddings, head results, `extra` per-layer hooks)."""
     if model.training:
         raise ValueError("decompose a model in eval mode (dropout breaks exactness)")
@@ -30,14 +32,15 @@ def _cache(model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = (
         return name in ("hook_embed", "hook_pos_embed") or name.endswith(("attn.hook_result", *extra))
 
     with torch.no_grad():
-        return model.run_with_cache(items, names_filter=wanted)[1]
+        return model.run_with_cache(items, times=times, names_filter=wanted)[1]
 
 
 def residual_components(
-    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1
+    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None
 ) -> tuple[Float[Tensor, "n_components batch d_model"], list[str]]:
-    """Direct-path components of the residual stream at position `pos` (default: the last)."""
-    cache = _cache(model, items)
+    """Direct-path components of the residual stream at position `pos` (default: the last). `times`: the
+    items' timestamps, for a model whose attention reads time gaps."""
+    cache = _cache(model, items, times=times)
     parts, labels = [cache["hook_embed"][:, pos]], ["embed"]
     if model.W_pos is not None:
         parts.append(cache["hook_pos_embed"][:, pos])
@@ -51,14 +54,14 @@ def residual_components(
 
 @torch.no_grad()
 def path_components(
-    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1
+    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None
 ) -> tuple[Float[Tensor, "n_components batch d_model"], list[str]]:
     """Like `residual_components`, but every head of layer ≥ 1 is split by the source of its values.
 
     head_out^{l,h}[q] = Σ_k A^{l,h}[q,k] · r_l[k] W_OV^{l,h}, and r_l[k] is itself a sum of components
     (embed, pos, earlier heads, recursively expanded), so each term A · c W_OV is one path.
     """
-    cache = _cache(model, items, extra=("attn.hook_pattern",))
+    cache = _cache(model, items, extra=("attn.hook_pattern",), times=times)
     # every component as a full sequence [batch, pos, d_model], so later layers can read them at every key
     streams: list[Tensor] = [cache["hook_embed"]]
     labels = ["embed"]

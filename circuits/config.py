@@ -7,6 +7,8 @@ from typing import Any
 
 
 ATTENTION_KINDS = ("learned", "static", "uniform")
+DISTANCE_BUCKETS = 12  # 0, 1, 2–3, …, ≥ 1024 items back
+TIME_BUCKETS = 32  # self, < 1 s, 1 s, 2–3 s, …, ≥ 2^29 s (17 years)
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,13 @@ class ModelConfig:
     # on the embeddings and on each layer's attention output; off in eval mode. (Not on attention patterns:
     # sampling a mask of batch·heads·pos² entries costs a third of a CPU training step.)
     dropout: float = 0.2
-    # "learned": scores from QK; "static": one learned score per head and log-spaced query–key distance bucket
-    # (0, 1, 2–3, 4–7, …), no QK; "uniform": equal weight on every visible item (no attention parameters)
+    # "learned": scores from QK; "static": no QK, a learned score per head and log-spaced query–key bucket of
+    # position distance (0, 1, 2–3, 4–7, …; `distance_buckets`, 0 = not used) plus one per bucket of time gap
+    # (self, < 1 s, 1 s, 2–3 s, 4–7 s, …; `time_buckets`, 0 = not used); "uniform": equal weight on every visible
+    # item (no attention parameters)
     attention: str = "learned"
-    distance_buckets: int = 12
+    distance_buckets: int = DISTANCE_BUCKETS
+    time_buckets: int = 0
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
@@ -38,10 +43,19 @@ class ModelConfig:
         for name in ("d_vocab", "n_ctx", "n_heads", "d_model", "d_head"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.distance_buckets < 0 or self.time_buckets < 0:
+            raise ValueError("distance_buckets and time_buckets must be 0 or more")
+        if self.attention == "static" and not (self.distance_buckets or self.time_buckets):
+            raise ValueError("static attention needs distance buckets, time buckets or both")
         if self.n_layers < 0:
             raise ValueError(f"n_layers must be 0 or more, got {self.n_layers}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def uses_time(self) -> bool:
+        """True when attention reads the items' timestamps (the model then needs `times` as input)."""
+        return self.attention == "static" and self.time_buckets > 0 and self.n_layers > 0
 
     @property
     def n_items(self) -> int:

@@ -67,7 +67,8 @@ def decompose_sequence(
                         "gap_to_previous": [""] + [format_gap(g) for g in np.diff(times)]})
     items = torch.from_numpy(window[: q + 1])[None]
     decompose = path_components if paths else residual_components
-    stack, labels = with_groups(*decompose(run.model, items), run.model.cfg.n_layers)
+    stack, labels = with_groups(*decompose(run.model, items, times=torch.from_numpy(times[: q + 1])[None]),
+                                run.model.cfg.n_layers)
     logits = component_logits(run.model, stack)[:, 0]  # [n_comp, d_vocab]
     ranks = target_ranks(logits[:, None], torch.tensor([target]))[:, 0]
     scored = logits.clone()

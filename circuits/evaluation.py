@@ -26,7 +26,7 @@ def full_report(
         "ties": "pessimistic",
     }}
     if model is not None:
-        out["model"] = {s: evaluate_split(model_scorer(model), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
+        out["model"] = {s: evaluate_split(model_scorer(model, sp), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
     out["baselines"] = {
         b: {s: evaluate_split(baseline_scorer(b, ds), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
         for b in baselines

@@ -9,7 +9,8 @@
 - `positional_share`: on real histories, of the attention-score variation across keys, the share due to terms
   that involve W_pos (vs. content alone).
 - `induction` / `previous_item`: mean attention, on repeated random item sequences `s s`, to the item after the
-  earlier copy of the current item / to the previous item.
+  earlier copy of the current item / to the previous item (for attention over time gaps the sequences are one
+  item a minute).
 Composition (two or more layers): Q, K and V composition scores of every earlier head with every later head,
 with the mean score of random matrices of the same shapes as a baseline.
 All item × item work is blockwise; nothing n_items × n_items is built.
@@ -57,7 +58,8 @@ def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int
     """Per head: mean attention to the induction key (after the earlier copy) and to the previous item."""
     half = half or min(model.cfg.n_ctx // 2, 25)
     x = repeated_sequences(model.cfg.d_vocab, half, n, seed)
-    _, cache = model.run_with_cache(x)
+    times = (torch.arange(x.shape[1], dtype=torch.float64) * 60.0).expand(x.shape)  # read by time-gap attention only
+    _, cache = model.run_with_cache(x, times=times)
     q = torch.arange(half, 2 * half)
     rows = []
     for l in range(model.cfg.n_layers):
@@ -71,10 +73,14 @@ def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int
 
 @torch.no_grad()
 def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str, float]:
-    """Per head: share of the across-key variance of attention scores due to terms involving W_pos."""
-    if model.cfg.attention != "learned":  # static: scores from distances only; uniform: no scores at all
-        share = 1.0 if model.cfg.attention == "static" else float("nan")
-        return dict.fromkeys(model.head_labels(), share)
+    """Per head: share of the across-key variance of attention scores due to terms involving W_pos.
+    Static attention: 1 over position distance alone, 0 over time gaps alone, NaN over both (not split);
+    uniform: NaN (no scores)."""
+    cfg = model.cfg
+    if cfg.attention != "learned":
+        share = {(True, False): 1.0, (False, True): 0.0}.get((cfg.distance_buckets > 0, cfg.time_buckets > 0))
+        return dict.fromkeys(model.head_labels(), share if cfg.attention == "static" and share is not None
+                             else float("nan"))
     if model.W_pos is None:
         return {label: 0.0 for label in model.head_labels()}
     _, cache = model.run_with_cache(histories)

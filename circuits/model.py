@@ -41,6 +41,17 @@ def distance_buckets(n: int, n_buckets: int, device=None) -> Int[Tensor, "q k"]:
     return bucket.clamp(max=n_buckets - 1)
 
 
+def time_buckets(times: Float[Tensor, "batch pos"], n_buckets: int) -> Int[Tensor, "batch q k"]:
+    """Bucket of the time gap t_q − t_k (seconds): the query itself → 0, gap < 1 s → 1, then log2-spaced:
+    1 s → 2, 2–3 s → 3, 4–7 s → 4, …, capped at n_buckets − 1 (with 32 buckets the last holds gaps of 17 years
+    and more). Negative gaps (a key later than the query; masked anyway) count as 0 s."""
+    gap = (times[:, :, None] - times[:, None, :]).double().clamp(min=0)
+    bucket = torch.where(gap >= 1, torch.floor(torch.log2(gap.clamp(min=1))).long() + 2, 1)
+    n = times.shape[-1]
+    bucket = bucket.masked_fill(torch.eye(n, dtype=torch.bool, device=times.device), 0)
+    return bucket.clamp(max=n_buckets - 1)
+
+
 class Attention(nn.Module):
     """Multi-head causal attention without biases; weights per head, TransformerLens shapes."""
 
@@ -53,8 +64,10 @@ class Attention(nn.Module):
             self.W_K = nn.Parameter(torch.empty(shape_in))
         self.W_V = nn.Parameter(torch.empty(shape_in))
         self.W_O = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_head, cfg.d_model))
-        if cfg.attention == "static":  # score per head and distance bucket; zeros = uniform at init
+        if cfg.attention == "static" and cfg.distance_buckets:  # per head and bucket; zeros = uniform at init
             self.W_dist = nn.Parameter(torch.zeros(cfg.n_heads, cfg.distance_buckets))
+        if cfg.attention == "static" and cfg.time_buckets:
+            self.W_time = nn.Parameter(torch.zeros(cfg.n_heads, cfg.time_buckets))
         self.hook_q = HookPoint()  # [batch pos n_heads d_head]
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
@@ -63,8 +76,10 @@ class Attention(nn.Module):
         self.hook_z = HookPoint()  # [batch pos n_heads d_head]
         self.hook_result = HookPoint()  # [batch pos n_heads d_model], each head's output
 
-    def scores(self, resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch n_heads pos pos"]:
-        """Unmasked attention scores of the configured kind."""
+    def scores(
+        self, resid: Float[Tensor, "batch pos d_model"], time_bucket: Int[Tensor, "batch pos pos"] | None = None
+    ) -> Float[Tensor, "batch n_heads pos pos"]:
+        """Unmasked attention scores of the configured kind (`time_bucket`: see `time_buckets`)."""
         b, n, _ = resid.shape
         if self.cfg.attention == "learned":
             q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
@@ -72,8 +87,12 @@ class Attention(nn.Module):
             return einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
         if self.cfg.attention == "uniform":
             return resid.new_zeros(b, self.cfg.n_heads, n, n)
-        bucket = distance_buckets(n, self.cfg.distance_buckets, resid.device)  # [q, k]
-        return self.W_dist[:, bucket].expand(b, -1, -1, -1)
+        scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
+        if self.cfg.distance_buckets:
+            scores = scores + self.W_dist[:, distance_buckets(n, self.cfg.distance_buckets, resid.device)]
+        if self.cfg.time_buckets:
+            scores = scores + einops.rearrange(self.W_time[:, time_bucket], "h b q k -> b h q k")
+        return scores
 
     @property
     def OV(self) -> FactoredMatrix:
@@ -88,10 +107,14 @@ class Attention(nn.Module):
         return FactoredMatrix(self.W_Q, self.W_K.transpose(-2, -1))
 
     def forward(
-        self, resid: Float[Tensor, "batch pos d_model"], allowed: torch.BoolTensor, query_real: Tensor
+        self,
+        resid: Float[Tensor, "batch pos d_model"],
+        allowed: torch.BoolTensor,
+        query_real: Tensor,
+        time_bucket: Tensor | None = None,
     ) -> Float[Tensor, "batch pos d_model"]:
         v = self.hook_v(einops.einsum(resid, self.W_V, "b p d, h d e -> b p h e"))
-        scores = self.scores(resid)
+        scores = self.scores(resid, time_bucket)
         scores = self.hook_attn_scores(scores.masked_fill(~allowed[:, None], float("-inf")))
         # Padded query rows are allowed to see themselves only (no NaN), then zeroed.
         pattern = scores.softmax(dim=-1) * query_real[:, None, :, None]
@@ -110,9 +133,9 @@ class Block(nn.Module):
         self.hook_attn_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, resid: Tensor, allowed: torch.BoolTensor, query_real: Tensor) -> Tensor:
+    def forward(self, resid: Tensor, allowed: torch.BoolTensor, query_real: Tensor, time_bucket=None) -> Tensor:
         resid = self.hook_resid_pre(resid)
-        attn_out = self.hook_attn_out(self.dropout(self.attn(resid, allowed, query_real)))
+        attn_out = self.hook_attn_out(self.dropout(self.attn(resid, allowed, query_real, time_bucket)))
         return self.hook_resid_post(resid + attn_out)
 
 
@@ -174,10 +197,15 @@ class AttnOnlyTransformer(HookedRootModule):
         return [f"L{l}H{h}" for l in range(self.cfg.n_layers) for h in range(self.cfg.n_heads)]
 
     # --- forward ------------------------------------------------------------------------------------
-    def residual(self, items: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
-        """Final residual stream r_L (before unembedding)."""
+    def residual(
+        self, items: Int[Tensor, "batch pos"], times: Float[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_model"]:
+        """Final residual stream r_L (before unembedding). `times` (seconds, aligned with `items`) is needed by
+        attention over time gaps (`cfg.uses_time`) and ignored otherwise."""
         if items.shape[-1] > self.cfg.n_ctx:
             raise ValueError(f"sequence length {items.shape[-1]} exceeds n_ctx={self.cfg.n_ctx}")
+        if self.cfg.uses_time and (times is None or times.shape != items.shape):
+            raise ValueError("this model's attention reads time gaps: give `times` with the items' shape")
         real = items != PAD
         resid = self.hook_embed(self.W_E[items])
         if self.W_pos is not None:
@@ -191,23 +219,28 @@ class AttnOnlyTransformer(HookedRootModule):
             allowed = causal & real[:, None, :]
             allowed = allowed | (torch.eye(n, dtype=torch.bool, device=items.device) & ~real[:, :, None])
             query_real = real.to(resid.dtype)
+            bucket = time_buckets(times, self.cfg.time_buckets) if self.cfg.uses_time else None
             for block in self.blocks:
-                resid = block(resid, allowed, query_real)
+                resid = block(resid, allowed, query_real, bucket)
         return resid
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
         return resid @ self.W_U
 
-    def forward(self, items: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
+    def forward(
+        self, items: Int[Tensor, "batch pos"], times: Float[Tensor, "batch pos"] | None = None
+    ) -> Float[Tensor, "batch pos d_vocab"]:
         """Logits over all d_vocab items (column 0, padding, included; callers mask it)."""
-        return self.unembed(self.residual(items))
+        return self.unembed(self.residual(items, times))
 
 
-def strip_left_padding(items: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch width"]:
+def strip_left_padding(items: Int[Tensor, "batch pos"], times: Tensor | None = None):
     """Drop the leading columns that are padding in every row (exact: positions count from the first real
-    item, so the logits at real positions do not change)."""
+    item, so the logits at real positions do not change). With `times` (aligned with `items`), return both
+    stripped alike: `(items, times)`."""
     width = int((items != PAD).sum(-1).max()) if items.numel() else 0
-    return items[:, items.shape[-1] - max(width, 1) :]
+    keep = slice(items.shape[-1] - max(width, 1), None)
+    return items[:, keep] if times is None else (items[:, keep], times[:, keep])
 
 
 def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None:

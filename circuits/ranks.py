@@ -26,13 +26,15 @@ def rank_table(
 
     `exclude_seen` removes the user's history items from the candidates (the target, if seen, ranks last).
     """
-    n_comp = len(with_groups(*residual_components(model, torch.from_numpy(split.history[:1])), model.cfg.n_layers)[1])
+    one = residual_components(model, torch.from_numpy(split.history[:1]), times=torch.from_numpy(split.history_times[:1]))
+    n_comp = len(with_groups(*one, model.cfg.n_layers)[1])
     block = max(1, min(MAX_USERS_PER_BLOCK, MAX_LOGITS_PER_BLOCK // (n_comp * ds.d_vocab)))
     frames = []
     for lo in range(0, len(split), block):
         rows = np.arange(lo, min(lo + block, len(split)))
-        history = strip_left_padding(torch.from_numpy(split.history[rows]))
-        stack, labels = with_groups(*residual_components(model, history), model.cfg.n_layers)
+        history, times = strip_left_padding(torch.from_numpy(split.history[rows]),
+                                            torch.from_numpy(split.history_times[rows]))
+        stack, labels = with_groups(*residual_components(model, history, times=times), model.cfg.n_layers)
         logits = component_logits(model, stack)  # [n_comp, batch, d_vocab]
         target = torch.from_numpy(split.target[rows])
         target_logit = logits.gather(-1, target.expand(len(labels), -1)[..., None])[..., 0]

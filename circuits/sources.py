@@ -29,14 +29,16 @@ def attention_sources(
 ) -> pd.DataFrame:
     """One unpadded sequence → rows (head, key_pos, item, title, gap, weight, ov_logit, contribution,
     same_item, near_same_item). `timestamps` (aligned with `items`) gives `gap` = query time − source time;
-    `near_same_item`: the source's embedding has cosine ≥ `same_cosine` with the query item's."""
+    `near_same_item`: the source's embedding has cosine ≥ `same_cosine` with the query item's. A model whose
+    attention reads time gaps needs `timestamps`."""
     if model.training:
         raise ValueError("use a model in eval mode")
     x = items[None]
     n = items.shape[0]
     q = query % n
+    times = None if timestamps is None else torch.as_tensor(np.asarray(timestamps, dtype=np.float64))[None]
     with torch.no_grad():
-        _, cache = model.run_with_cache(x)
+        _, cache = model.run_with_cache(x, times=times)
         W_E = model.W_E
         cos = torch.nn.functional.cosine_similarity(W_E[items], W_E[items[q]][None], dim=-1)
         u_t = model.W_U[:, target]
@@ -77,22 +79,27 @@ def same_item_attention(sources: pd.DataFrame) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def same_item_table(model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256) -> pd.DataFrame:
+def same_item_table(
+    model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256, times: np.ndarray | None = None
+) -> pd.DataFrame:
     """Per head, the attention mass on keys holding the query's own item (itself and earlier occurrences:
     `same`) and on near-identical items (embedding cosine ≥ `near_cosine`: `near`), averaged over every real
     query position of the left-padded `histories`, under three patterns: `actual`, `positional` (the head's
-    scores from the positional embeddings alone) and `uniform`. The batched form of `same_item_attention`."""
+    scores from the positional embeddings alone) and `uniform`. The batched form of `same_item_attention`.
+    `times`: the histories' timestamps, for a model whose attention reads time gaps."""
     E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)
     sums: dict[tuple[str, str], np.ndarray] = {}
     n_queries = 0
     for lo in range(0, len(histories), batch):
-        x = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]))
+        x = torch.from_numpy(histories[lo : lo + batch])
+        t = torch.zeros(x.shape, dtype=torch.float64) if times is None else torch.from_numpy(times[lo : lo + batch])
+        x, t = strip_left_padding(x, t)
         real = x != 0
         allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
         same = (x[:, :, None] == x[:, None, :]) & allowed
         near = (E[x] @ E[x].transpose(1, 2) >= near_cosine) & allowed
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
-        _, cache = model.run_with_cache(x)
+        _, cache = model.run_with_cache(x, times=t)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
         for l, block in enumerate(model.blocks):
             actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]

@@ -8,7 +8,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from circuits.config import ATTENTION_KINDS, ModelConfig
+from circuits.config import ATTENTION_KINDS, DISTANCE_BUCKETS, TIME_BUCKETS, ModelConfig
 from circuits.data.cli_args import add_data_arguments, data_record, dataset_from_args
 from circuits.errors import ArgumentParser, UserError, run_cli
 from circuits.runs import check_data, partial_dir
@@ -38,8 +38,12 @@ def build_parser() -> ArgumentParser:
     m.add_argument("--no-pos", action="store_true", help="no positional embedding")
     m.add_argument("--tied", action="store_true", help="tie the unembedding to the embedding (W_U = W_Eᵀ)")
     m.add_argument("--attention", choices=ATTENTION_KINDS, default="learned",
-                   help="learned (QK, default); static (a learned weight per head and log-spaced query–key distance, "
-                   "no QK); uniform (equal weight on every visible item)")
+                   help="learned (QK, default); static (no QK: a learned weight per head and log-spaced bucket of "
+                   "query–key distance and/or time gap, see --static-over); uniform (equal weight on every visible item)")
+    m.add_argument("--static-over", choices=("distance", "time", "both"),
+                   help="with --attention static: what the weights depend on: position distance (0, 1, 2–3, 4–7, … "
+                   "items back; the default), time gap (self, < 1 s, 1 s, 2–3 s, 4–7 s, …, from the log's timestamps "
+                   "in seconds) or both (summed scores)")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings and head outputs (default 0.2)")
     t = p.add_argument_group("training")
     from circuits.training import TrainConfig
@@ -68,6 +72,16 @@ def build_parser() -> ArgumentParser:
                         "unless users repeat items)")
     t.add_argument("--seed", type=int, default=d.seed, help=f"model and training seed (default {d.seed})")
     return p
+
+
+def static_buckets(attention: str, over: str | None) -> dict[str, int]:
+    """`--static-over` → the ModelConfig bucket counts (none of them for learned or uniform attention)."""
+    if over is None:
+        return {}
+    if attention != "static":
+        raise UserError("--static-over goes with --attention static")
+    return {"distance_buckets": DISTANCE_BUCKETS if over in ("distance", "both") else 0,
+            "time_buckets": TIME_BUCKETS if over in ("time", "both") else 0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = ModelConfig(
             d_vocab=ds.d_vocab, n_ctx=n_ctx, n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
             d_head=args.d_head, positional=not args.no_pos, tied=args.tied, dropout=args.dropout,
-            attention=args.attention,
+            attention=args.attention, **static_buckets(args.attention, args.static_over),
         )
     except ValueError as e:
         raise UserError(str(e)) from None

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits.config import ModelConfig
-from circuits.data.sequences import SequenceDataset
+from circuits.data.sequences import EvalSplit, SequenceDataset
 from circuits.errors import UserError
 from circuits.metrics import evaluate_split
 from circuits.model import AttnOnlyTransformer, build_model, strip_left_padding
@@ -79,9 +79,10 @@ def next_item_loss(
     targets: Tensor,
     n_negatives: int,
     log_q: Tensor | None = None,
+    times: Tensor | None = None,
 ) -> Tensor:
     """Mean cross-entropy over real positions (target ≠ 0); logits only where there is a target."""
-    resid = model.residual(inputs)
+    resid = model.residual(inputs, times)
     mask = targets != 0
     r, y = resid[mask], targets[mask]  # [N, d_model], [N]
     W_U = model.W_U
@@ -124,11 +125,15 @@ def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, fina
             shutil.copyfile(part / "model.safetensors", target)
 
 
-def model_scorer(model: AttnOnlyTransformer):
-    """Scores for the next item after each (left-padded) history: logits at the last position."""
+def model_scorer(model: AttnOnlyTransformer, split: EvalSplit):
+    """Scores for the next item after each (left-padded) history of `split`: logits at the last position.
+    (A model with time-gap attention reads the rows' `split.history_times`.)"""
 
     def score(history: Tensor, rows: np.ndarray) -> Tensor:
-        return model.unembed(model.residual(strip_left_padding(history))[:, -1])
+        if not model.cfg.uses_time:
+            return model.unembed(model.residual(strip_left_padding(history))[:, -1])
+        items, times = strip_left_padding(history, torch.from_numpy(split.history_times[rows]))
+        return model.unembed(model.residual(items, times)[:, -1])
 
     return score
 
@@ -148,7 +153,7 @@ def _negative_log_q(ds: SequenceDataset, sampling: str) -> Tensor:
 def validate(model: AttnOnlyTransformer, split, d_vocab: int, policy: str) -> dict[str, float]:
     was_training = model.training
     model.eval()
-    m = evaluate_split(model_scorer(model), split, d_vocab, n_sampled=0)[f"full/{policy}"]
+    m = evaluate_split(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"]
     model.train(was_training)
     return m
 
@@ -193,7 +198,7 @@ def train(
         pd.DataFrame({"index": np.arange(ds.d_vocab), "item_id": ds.item_ids, "title": ds.titles,
                       "train_count": counts}).to_csv(part / "vocab.tsv", sep="\t", index=False)
 
-    inputs, targets = (torch.from_numpy(a) for a in ds.train_windows(model_cfg.n_ctx))
+    inputs, targets, input_times = (torch.from_numpy(a) for a in ds.train_windows(model_cfg.n_ctx))
     lengths = (targets != 0).sum(1).numpy()
     valid = ds.eval_split("valid", model_cfg.n_ctx)
     log_q = _negative_log_q(ds, cfg.sampling) if n_neg else None
@@ -211,7 +216,8 @@ def train(
                 g["lr"] = cfg.lr * lr_scale * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
             width = int(lengths[idx].max())  # the targets' width; strip_left_padding works on inputs only
             x, y = inputs[idx, -width:], targets[idx, -width:]
-            loss = next_item_loss(model, x, y, n_neg, log_q)
+            t = input_times[idx, -width:] if model_cfg.uses_time else None
+            loss = next_item_loss(model, x, y, n_neg, log_q, t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -22,9 +22,28 @@ def train_tiny(data: Path | str, out: Path, layers: int, *extra: str) -> Path:
     return out
 
 
+# every attention kind as ModelConfig keywords: learned QK, static over distance / time gaps / both, uniform
+ATTENTION_VARIANTS = {
+    "learned": {"attention": "learned"},
+    "static": {"attention": "static"},
+    "time": {"attention": "static", "distance_buckets": 0, "time_buckets": 6},
+    "distance+time": {"attention": "static", "distance_buckets": 3, "time_buckets": 6},
+    "uniform": {"attention": "uniform"},
+}
+
+
+def example_times(n: int, batch: int = 1) -> torch.Tensor:
+    """Timestamps (seconds) for n items whose gaps fall in many time buckets: same second, < 1 s, minutes, days."""
+    steps = torch.tensor([0.0, 0.0, 0.4, 3.0, 100.0, 0.0, 5000.0, 2e6, 7.0, 1e5, 30.0, 1.0])
+    return (1.7e9 + steps[:n].cumsum(0)).double().expand(batch, n).clone()
+
+
 def with_random_distance_weights(model, seed: int):
-    """Static-attention weights start at zero (uniform); random values let a test tell the buckets apart."""
+    """Static-attention weights (distance and time buckets) start at zero (uniform); random values let a test
+    tell the buckets apart."""
+    g = torch.Generator().manual_seed(seed)
     for block in model.blocks:
-        if hasattr(block.attn, "W_dist"):
-            block.attn.W_dist.data = torch.randn(block.attn.W_dist.shape, generator=torch.Generator().manual_seed(seed))
+        for name in ("W_dist", "W_time"):
+            if hasattr(block.attn, name):
+                getattr(block.attn, name).data = torch.randn(getattr(block.attn, name).shape, generator=g)
     return model

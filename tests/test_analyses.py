@@ -169,32 +169,51 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
     import pandas as pd
 
     from analyses import depth
+    from circuits.errors import UserError
 
     folder = tiny_runs[0].config["data"]["source"]
-    args = ["--data", folder, "--layers", "0", "1", "--seeds", "0", "1", "--out", str(tmp_path / "d"), "--",
-            "--epochs", "2", "--d-model", "16", "--d-head", "8", "--warmup-steps", "5"]
+    args = ["--data", folder, "--layers", "0", "1", "--seeds", "0", "1", "--out", str(tmp_path / "d"),
+            "--max-minutes", "0", "--epochs", "2", "--", "--d-model", "16", "--d-head", "8", "--warmup-steps", "5"]
     depth.main(args)
     summary = pd.read_csv(tmp_path / "d" / "depth.csv")
     rows = pd.read_csv(tmp_path / "d" / "depth_runs.csv")
     assert list(summary["layers"]) == [0, 1] and list(summary["test_NDCG@10_count"]) == [2, 2]
     assert summary.loc[1, "test_NDCG@10_mean"] == pytest.approx(rows[rows.layers == 1]["test_NDCG@10"].mean())
-    assert rows["seed"].tolist() == [0, 1, 0, 1] and (rows["minutes"] > 0).all()
+    # seed-major (an interrupted sweep has whole depth curves for its first seeds); the epoch budget holds
+    assert rows[["seed", "layers"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert (rows["minutes"] > 0).all() and (rows["epochs_run"] <= 2).all() and (rows["d_model"] == 16).all()
     mtime = (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime
     depth.main(args)  # finished runs are reused, not retrained
     assert (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime == mtime
+    with pytest.raises(UserError, match="give a training budget"):
+        depth.main(["--data", folder, "--max-minutes", "0", "--out", str(tmp_path / "e")])
 
 
-@pytest.mark.parametrize("attention", ["static", "uniform"])
+@pytest.mark.parametrize("attention", ["static", "static-time", "static-both", "uniform"])
 def test_static_and_uniform_attention_go_through_training_decomposition_and_reports(tiny_runs, tmp_path, capsys,
                                                                                     attention):
-    from circuits import heads, pairs
+    from circuits import decompose, heads, pairs
     from circuits.errors import UserError
+    from circuits.metrics import rank_of_target
     from circuits.report import build_report
 
     folder = tiny_runs[0].config["data"]["source"]
-    train_tiny(folder, tmp_path / "r", 2, "--attention", attention)
+    kind, _, over = attention.partition("-")
+    train_tiny(folder, tmp_path / "r", 2, "--attention", kind, *(["--static-over", over] if over else []))
     run = load_run(tmp_path / "r")
-    assert run.model.cfg.attention == attention
+    assert run.model.cfg.attention == kind and run.model.cfg.uses_time == (over in ("time", "both"))
+    # the stored test metric = target ranks recomputed user by user from the unpadded history and its timestamps
+    ds = run.dataset()
+    ranks = []
+    for u in ds.eval_split("test", run.model.cfg.n_ctx).users:
+        lo, hi = ds.offsets[u], ds.offsets[u + 1] - 1
+        with torch.no_grad():
+            scores = run.model(torch.from_numpy(ds.items[lo:hi])[None], torch.from_numpy(ds.timestamps[lo:hi])[None])
+        ranks.append(int(rank_of_target(scores[0, -1, 1:], torch.tensor(int(ds.items[hi]) - 1))))
+    ndcg = np.mean([(r <= 10) / np.log2(r + 1) for r in ranks])
+    assert run.metrics["model"]["test"]["full/included"]["NDCG@10"] == pytest.approx(ndcg)
+    decompose.main([str(tmp_path / "r"), "--seq-id", str(ds.user_ids[0]), "--paths"])
+    assert "L1H0<-L0H1" in capsys.readouterr().out
     heads.main([str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert "L1H1" in out and "V" in out  # V composition only: there is no QK

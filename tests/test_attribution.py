@@ -5,27 +5,28 @@ import torch
 from circuits.attribution import component_logits, path_components, residual_components, target_ranks
 from circuits.config import ModelConfig
 from circuits.model import build_model
-from tests.helpers import with_random_distance_weights
+from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
 
 X = torch.tensor([[0, 0, 4, 2, 7, 7, 1, 3], [5, 6, 1, 2, 3, 4, 5, 6]])
+T = example_times(8, batch=2)
 
 
 def model_with(n_layers, positional=True, attention="learned"):
     cfg = ModelConfig(d_vocab=11, n_ctx=8, n_layers=n_layers, n_heads=2, d_model=12, d_head=4, positional=positional,
-                      attention=attention)
+                      **ATTENTION_VARIANTS[attention])
     return with_random_distance_weights(build_model(cfg, seed=n_layers).eval(), seed=1)
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("positional", [True, False])
-@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+@pytest.mark.parametrize("attention", list(ATTENTION_VARIANTS))
 def test_components_sum_to_the_logits(n_layers, positional, attention):
     model = model_with(n_layers, positional, attention)
     with torch.no_grad():
-        logits = model(X)
+        logits = model(X, T)
     for decompose in (residual_components, path_components):
         for pos in (-1, 4):
-            stack, labels = decompose(model, X, pos)
+            stack, labels = decompose(model, X, pos, times=T)
             assert len(labels) == stack.shape[0] and len(set(labels)) == len(labels)
             torch.testing.assert_close(component_logits(model, stack).sum(0), logits[:, pos], atol=1e-4, rtol=1e-4)
 
@@ -71,7 +72,8 @@ def test_target_ranks_match_a_sort():
             assert ranks[c, b] == (order == target[b]).nonzero().item() + 1
 
 
-def test_rank_table_matches_per_user_dense_computation():
+@pytest.mark.parametrize("attention", ["learned", "time"])
+def test_rank_table_matches_per_user_dense_computation(attention):
     import numpy as np
     import pandas as pd
 
@@ -79,16 +81,20 @@ def test_rank_table_matches_per_user_dense_computation():
     from circuits.ranks import rank_summary, rank_table
 
     rng = np.random.default_rng(0)
-    rows = [(f"u{u}", str(i), t) for u in range(12) for t, i in enumerate(rng.integers(1, 10, size=7))]
+    rows = [(f"u{u}", str(i), t**3 + u) for u in range(12) for t, i in enumerate(rng.integers(1, 10, size=7))]
     ds = build_dataset(pd.DataFrame(rows, columns=["user", "item", "timestamp"]).astype({"timestamp": float}), {}, "t")
-    model = build_model(ModelConfig(d_vocab=ds.d_vocab, n_ctx=6, n_layers=2, n_heads=2, d_model=8, d_head=4), 0).eval()
+    cfg = ModelConfig(d_vocab=ds.d_vocab, n_ctx=6, n_layers=2, n_heads=2, d_model=8, d_head=4,
+                      **ATTENTION_VARIANTS[attention])
+    model = with_random_distance_weights(build_model(cfg, 0).eval(), seed=2)
     split = ds.eval_split("test", 6)
     table = rank_table(model, ds, split)
     for r in range(len(split)):
-        hist = torch.from_numpy(split.history[r : r + 1])
-        hist = hist[:, (hist[0] != 0).nonzero()[0, 0] :]  # unpadded
+        u = split.users[r]
+        full_history = ds.items[ds.offsets[u] : ds.offsets[u + 1] - 1]  # every item before the test target
+        hist = torch.from_numpy(full_history[-6:])[None]  # the last n_ctx, unpadded
+        times = torch.from_numpy(ds.timestamps[ds.offsets[u] : ds.offsets[u + 1] - 1][-6:])[None]
         with torch.no_grad():
-            full = model(hist)[0, -1, 1:]
+            full = model(hist, times)[0, -1, 1:]
         want = 1 + (full > full[split.target[r] - 1]).sum().item()
         got = table[(table.user_id == ds.user_ids[split.users[r]]) & (table.component == "L0+L1+L2")]["rank"].item()
         assert got == want
@@ -97,14 +103,15 @@ def test_rank_table_matches_per_user_dense_computation():
     assert 0 <= summary.attrs["share_L0+L1_better_than_L0"] <= 1
 
 
-def test_source_contributions_sum_to_each_heads_target_logit():
+@pytest.mark.parametrize("attention", ["learned", "distance+time"])
+def test_source_contributions_sum_to_each_heads_target_logit(attention):
     from circuits.sources import attention_sources, same_item_attention
 
-    model = model_with(2)
+    model = model_with(2, attention=attention)
     seq = torch.tensor([4, 2, 7, 7, 1, 3, 7])
     target = 5
     src = attention_sources(model, seq, target, timestamps=np.arange(7) * 60.0)
-    stack, labels = residual_components(model, seq[None])
+    stack, labels = residual_components(model, seq[None], times=torch.arange(7.0)[None] * 60.0)
     head_logits = component_logits(model, stack)[:, 0, target]
     for head, part in src.groupby("head"):
         assert abs(part["contribution"].sum() - head_logits[labels.index(head)].item()) < 1e-4

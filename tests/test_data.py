@@ -89,12 +89,19 @@ def test_split_windows_and_seen_sets():
     df = pd.DataFrame({"user": ["u"] * 6 + ["v"] * 2, "item": ["1", "2", "3", "4", "5", "6", "1", "2"],
                        "timestamp": np.arange(8.0)})
     ds = build_dataset(df, {}, "t")
-    x, y = ds.train_windows(n_ctx=2)
+    x, y, t = ds.train_windows(n_ctx=2)
     # u's training part is 1 2 3 4 -> inputs [2, 3], targets [3, 4]; v (< 3 items) trains on 1 -> 2
     assert x.tolist() == [[2, 3], [0, 1]] and y.tolist() == [[3, 4], [0, 2]]
+    assert t.tolist() == [[1.0, 2.0], [0.0, 6.0]]  # the inputs' own timestamps, 0 under padding
+    x, y, t = ds.train_windows(n_ctx=5)
+    assert x.tolist() == [[0, 0, 1, 2, 3], [0, 0, 0, 0, 1]]
+    assert t.tolist() == [[0.0, 0.0, 0.0, 1.0, 2.0], [0.0, 0.0, 0.0, 0.0, 6.0]]
     valid, test = ds.eval_split("valid", 3), ds.eval_split("test", 3)
     assert valid.history.tolist() == [[2, 3, 4]] and valid.target.tolist() == [5]
     assert test.history.tolist() == [[3, 4, 5]] and test.target.tolist() == [6]
+    assert valid.history_times.tolist() == [[1.0, 2.0, 3.0]] and test.history_times.tolist() == [[2.0, 3.0, 4.0]]
+    wide = ds.eval_split("test", 6)
+    assert wide.history.tolist() == [[0, 1, 2, 3, 4, 5]] and wide.history_times.tolist() == [[0, 0, 1, 2, 3, 4]]
     assert test.seen_items.tolist() == [1, 2, 3, 4, 5]  # the whole history, not only the window
     assert ds.train_counts().tolist() == [0, 2, 2, 1, 1, 0, 0]
 

@@ -5,7 +5,8 @@ import torch
 
 from circuits.config import ModelConfig
 from circuits.model import build_model
-from tests.helpers import with_random_distance_weights
+from circuits.model import time_buckets
+from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
 
 
 def cfg(**kw):
@@ -13,7 +14,19 @@ def cfg(**kw):
     return ModelConfig(**{**base, **kw})
 
 
-def reference_forward(model, seq: list[int]) -> torch.Tensor:
+def reference_bucket(gap: float, is_self: bool, n_buckets: int) -> int:
+    """Time bucket written out: self 0, under a second 1, then 2 + floor(log2(seconds)), capped."""
+    if is_self:
+        return 0
+    if gap < 1:
+        return 1
+    b, g = 2, gap
+    while g >= 2:
+        g, b = g / 2, b + 1
+    return min(b, n_buckets - 1)
+
+
+def reference_forward(model, seq: list[int], times: list[float] | None = None) -> torch.Tensor:
     """Unpadded sequence, one head at a time, explicit softmax over keys ≤ query: logits [pos, d_vocab]."""
     c = model.cfg
     resid = []
@@ -31,10 +44,16 @@ def reference_forward(model, seq: list[int]) -> torch.Tensor:
                 if c.attention == "learned":
                     q = resid[q_pos] @ a.W_Q[h]
                     scores = [float(q @ (resid[k] @ a.W_K[h])) / math.sqrt(c.d_head) for k in range(q_pos + 1)]
-                elif c.attention == "static":  # bucket of the distance d: 0, 1, 2-3, 4-7, ...
-                    buckets = [0 if d == 0 else min(c.distance_buckets - 1, int(math.log2(d)) + 1)
-                               for d in (q_pos - k for k in range(q_pos + 1))]
-                    scores = [float(a.W_dist[h, b]) for b in buckets]
+                elif c.attention == "static":  # bucket of the distance d: 0, 1, 2-3, 4-7, ...; of the time gap
+                    scores = [0.0] * (q_pos + 1)
+                    for k in range(q_pos + 1):
+                        d = q_pos - k
+                        if c.distance_buckets:
+                            scores[k] += float(a.W_dist[h, 0 if d == 0 else min(c.distance_buckets - 1,
+                                                                                  int(math.log2(d)) + 1)])
+                        if c.time_buckets:
+                            scores[k] += float(a.W_time[h, reference_bucket(times[q_pos] - times[k], d == 0,
+                                                                            c.time_buckets)])
                 else:
                     scores = [0.0] * (q_pos + 1)
                 m = max(scores)
@@ -48,29 +67,34 @@ def reference_forward(model, seq: list[int]) -> torch.Tensor:
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2, 3])
 @pytest.mark.parametrize("positional", [True, False])
-@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+@pytest.mark.parametrize("attention", list(ATTENTION_VARIANTS))
 def test_forward_matches_per_head_loop(n_layers, positional, attention):
-    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, positional=positional, attention=attention,
-                                                         distance_buckets=3), seed=1).eval(), seed=5)
+    kw = {"distance_buckets": 3, **ATTENTION_VARIANTS[attention]}
+    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, positional=positional, **kw), seed=1).eval(),
+                                         seed=5)
     seq = [3, 1, 4, 1, 5, 9, 2]
+    times = example_times(len(seq))
     with torch.no_grad():
-        got = model(torch.tensor([seq]))[0]
-        want = reference_forward(model, seq)
+        got = model(torch.tensor([seq]), times)[0]
+        want = reference_forward(model, seq, times[0].tolist())
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2])
-@pytest.mark.parametrize("attention", ["learned", "static", "uniform"])
+@pytest.mark.parametrize("attention", list(ATTENTION_VARIANTS))
 def test_left_padding_gives_same_logits_at_real_positions(n_layers, attention):
-    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, attention=attention), seed=2).eval(), seed=5)
+    model = with_random_distance_weights(build_model(cfg(n_layers=n_layers, **ATTENTION_VARIANTS[attention]), seed=2).eval(),
+                                         seed=5)
     short, long = [5, 6, 7], [1, 2, 3, 4, 5, 6, 7, 8]
     batch = torch.tensor([[0] * 5 + short, long])
+    t_long = example_times(8)[0]
+    times = torch.stack([torch.cat([torch.zeros(5, dtype=torch.float64), t_long[5:]]), t_long])  # padding: time 0
     with torch.no_grad():
-        padded = model(batch)
-        alone = model(torch.tensor([short]))
-        cache = model.run_with_cache(batch)[1]
+        padded = model(batch, times)
+        alone = model(torch.tensor([short]), times[:1, 5:])
+        cache = model.run_with_cache(batch, times=times)[1]
     torch.testing.assert_close(padded[0, 5:], alone[0], atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(padded[1], model(torch.tensor([long]))[0], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(padded[1], model(torch.tensor([long]), times[1:])[0], atol=1e-6, rtol=1e-6)
     for l in range(n_layers):  # padded keys get no attention; padded queries attend nowhere
         pattern = cache[f"blocks.{l}.attn.hook_pattern"]
         assert pattern[0, :, :, :5].abs().max() == 0
@@ -138,3 +162,32 @@ def test_static_attention_depends_only_on_distance_and_has_no_qk():
         model.QK
     with pytest.raises(ValueError, match="attention must be"):
         cfg(attention="rotary")
+
+
+def test_time_buckets_match_the_written_out_rule():
+    times = example_times(12, batch=2)
+    times[1] = times[1].flip(0).neg()  # a second row with other gaps
+    got = time_buckets(times, 32)
+    for b in range(2):
+        for q in range(12):
+            for k in range(q + 1):
+                want = reference_bucket(float(times[b, q] - times[b, k]), q == k, 32)
+                assert got[b, q, k] == want, (b, q, k)
+    assert got[0].max() < 32 and int(time_buckets(times, 5).max()) == 4  # capped
+
+
+def test_time_attention_depends_only_on_time_gaps():
+    model = with_random_distance_weights(build_model(cfg(**ATTENTION_VARIANTS["time"]), seed=3).eval(), seed=5)
+    times = example_times(5)
+
+    def pattern(items, t):
+        with torch.no_grad():
+            return model.run_with_cache(torch.tensor([items]), times=t)[1]["blocks.1.attn.hook_pattern"]
+
+    torch.testing.assert_close(pattern([1, 2, 3, 4, 5], times), pattern([9, 9, 7, 1, 12], times))  # items: no effect
+    torch.testing.assert_close(pattern([1, 2, 3, 4, 5], times), pattern([1, 2, 3, 4, 5], times + 1e6))  # only gaps
+    assert not torch.allclose(pattern([1, 2, 3, 4, 5], times), pattern([1, 2, 3, 4, 5], example_times(6)[:, 1:]))
+    with pytest.raises(ValueError, match="time gaps"):
+        model(torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match="needs distance buckets, time buckets or both"):
+        cfg(attention="static", distance_buckets=0)

@@ -58,6 +58,7 @@ class EvalSplit:
     users: np.ndarray  # int64 [n] row index into SequenceDataset.user_ids
     history: np.ndarray  # int64 [n, n_ctx]
     target: np.ndarray  # int64 [n]
+    history_times: np.ndarray  # float64 [n, n_ctx]: timestamps of `history` (0 under padding)
     seen_ptr: np.ndarray
     seen_items: np.ndarray
     touched_ptr: np.ndarray
@@ -181,20 +182,27 @@ class SequenceDataset:
         return np.unique(prev * self.d_vocab + nxt, return_counts=True)
 
     # --- model inputs -------------------------------------------------------------------------------
-    def train_windows(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
-        """Training inputs and next-item targets, left-padded: int64 [n_train_users, n_ctx] each.
+    def train_windows(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Training inputs, next-item targets (int64) and the inputs' timestamps (float64), left-padded:
+        [n_train_users, n_ctx] each.
 
         For a training part s (≥ 2 items): inputs = s[:-1][-n_ctx:], targets = s[1:][-n_ctx:]; target 0 =
         padding (no loss).
         """
-        seqs = [s for s in self.train_sequences() if len(s) >= 2]
-        inputs = np.zeros((len(seqs), n_ctx), dtype=np.int64)
-        targets = np.zeros((len(seqs), n_ctx), dtype=np.int64)
-        for r, s in enumerate(seqs):
-            x, y = s[:-1][-n_ctx:], s[1:][-n_ctx:]
-            inputs[r, n_ctx - len(x) :] = x
-            targets[r, n_ctx - len(y) :] = y
-        return inputs, targets
+        mask = self._train_mask()
+        users = [u for u in range(self.n_users) if mask[self.offsets[u] : self.offsets[u + 1]].sum() >= 2]
+        inputs = np.zeros((len(users), n_ctx), dtype=np.int64)
+        targets = np.zeros((len(users), n_ctx), dtype=np.int64)
+        times = np.zeros((len(users), n_ctx), dtype=np.float64)
+        for r, u in enumerate(users):
+            lo = self.offsets[u]
+            hi = lo + int(mask[lo : self.offsets[u + 1]].sum())  # the training part is a prefix
+            x = slice(max(lo, hi - 1 - n_ctx), hi - 1)
+            w = hi - 1 - x.start
+            inputs[r, n_ctx - w :] = self.items[x]
+            times[r, n_ctx - w :] = self.timestamps[x]
+            targets[r, n_ctx - w :] = self.items[x.start + 1 : hi]
+        return inputs, targets, times
 
     def eval_split(self, split: str, n_ctx: int) -> EvalSplit:
         """Validation (`valid`: target = second-to-last item) or test (`test`: target = last item)."""
@@ -203,6 +211,7 @@ class SequenceDataset:
         back = 2 if split == "valid" else 1
         users = np.flatnonzero(self.lengths >= 3)
         history = np.zeros((len(users), n_ctx), dtype=np.int64)
+        history_times = np.zeros((len(users), n_ctx), dtype=np.float64)
         target = np.empty(len(users), dtype=np.int64)
         seen, touched = [], []
         for r, u in enumerate(users):
@@ -211,11 +220,12 @@ class SequenceDataset:
             target[r] = full[len(full) - back]
             w = h[-n_ctx:]
             history[r, n_ctx - len(w) :] = w
+            history_times[r, n_ctx - len(w) :] = self.timestamps[self.offsets[u] + len(h) - len(w) : self.offsets[u] + len(h)]
             seen.append(np.unique(h))
             touched.append(np.unique(full))
         seen_ptr, seen_items = _csr(seen)
         touched_ptr, touched_items = _csr(touched)
-        return EvalSplit(split, users, history, target, seen_ptr, seen_items, touched_ptr, touched_items)
+        return EvalSplit(split, users, history, target, history_times, seen_ptr, seen_items, touched_ptr, touched_items)
 
 
 def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

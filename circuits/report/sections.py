@@ -167,7 +167,7 @@ def heads_section(run, ds) -> Section | None:
         return None
     valid = ds.eval_split("valid", model.cfg.n_ctx)
     scores = head_scores(model, torch.from_numpy(valid.history[:256]))
-    same = same_item_table(model, valid.history[:256])
+    same = same_item_table(model, valid.history[:256], times=valid.history_times[:256])
     scores["same_item_share"] = same[same["pattern"] == "actual"].set_index("head")["same"]
     sec = Section("Head scores", anchor="heads")
     sec.text("ov_copying: Σλ/Σ|λ| of the OV circuit's eigenvalues (1 = pure copying); ov_self_top / qk_self_top: share of "
@@ -195,7 +195,7 @@ def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
     items = ds.items[start:end]
     times = ds.timestamps[start:end].astype(float)
     with torch.no_grad():
-        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None])
+        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None], times=torch.from_numpy(times)[None])
     keep = slice(max(0, len(items) - window), len(items))
     titles = list(ds.titles[items[keep]])
     gaps = times[keep][:, None] - times[keep][None, :]
