@@ -22,7 +22,7 @@ def run_row(run) -> dict:
     policy = run.seen_policy
     m = run.metrics
     return {"run": str(run.path), "layers": run.model.cfg.n_layers, "heads": run.model.cfg.n_heads,
-            "d_model": run.model.cfg.d_model, "seed": run.config["train"]["seed"], "protocol": f"full/{policy}",
+            "d_model": run.model.cfg.d_model, "attention": run.model.cfg.attention_label, "seed": run.config["train"]["seed"], "protocol": f"full/{policy}",
             "valid_NDCG@10": m["model"]["valid"][f"full/{policy}"]["NDCG@10"],
             "test_NDCG@10": m["model"]["test"][f"full/{policy}"]["NDCG@10"],
             "minutes": m["training"]["minutes"], "epochs_run": m["training"]["epochs_run"],
@@ -32,10 +32,44 @@ def run_row(run) -> dict:
 def depth_table(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run, one row per depth: mean and standard deviation over seeds)."""
     rows = pd.DataFrame([run_row(r) for r in runs])
-    g = rows.groupby(["layers", "heads", "d_model", "protocol"])
-    summary = g[["valid_NDCG@10", "test_NDCG@10"]].agg(["mean", "std", "count"])
+    g = rows.groupby(["layers", "heads", "d_model", "attention", "protocol"])
+    summary = g[["valid_NDCG@10", "test_NDCG@10"]].agg(["mean", "std"])
     summary.columns = [f"{a}_{b}" for a, b in summary.columns]
+    summary["seeds"] = g.size()
     return rows, summary.reset_index()
+
+
+def sweep_runs(folder: str | Path) -> list:
+    """The finished runs of a sweep folder (`L{layers}-s{seed}` with a metrics.json), by depth then seed."""
+    from circuits.errors import UserError
+    from circuits.runs import load_run
+
+    dirs = [d for d in Path(folder).glob("L*-s*") if (d / "metrics.json").exists()]
+    if not dirs:
+        raise UserError(f"{folder}: no finished sweep runs (L<layers>-s<seed> folders); run python -m analyses.depth")
+    runs = [load_run(d) for d in dirs]
+    return sorted(runs, key=lambda r: (r.model.cfg.n_layers, r.config["train"]["seed"]))
+
+
+def learning_curves(runs: list) -> pd.DataFrame:
+    """Validation NDCG@10 after every epoch: one row per run × epoch (layers, seed, epoch, minutes, NDCG@10)."""
+    frames = [pd.read_csv(r.path / "epochs.csv")[["epoch", "minutes", "valid_NDCG@10"]].assign(
+        layers=r.model.cfg.n_layers, seed=r.config["train"]["seed"]) for r in runs]
+    return pd.concat(frames, ignore_index=True)
+
+
+def curves_figure(curves: pd.DataFrame) -> go.Figure:
+    from circuits.plots import LAYOUT
+
+    fig = go.Figure()
+    mean = curves.groupby(["layers", "epoch"])["valid_NDCG@10"].agg(["mean", "min", "max"]).reset_index()
+    for layers, g in mean.groupby("layers"):
+        fig.add_scatter(x=g["epoch"], y=g["mean"].round(4), mode="lines", name=f"{layers} layers",
+                        error_y={"type": "data", "symmetric": False, "array": (g["max"] - g["mean"]).round(4),
+                                 "arrayminus": (g["mean"] - g["min"]).round(4), "thickness": 0.5})
+    fig.update_layout(**LAYOUT, title="Validation NDCG@10 during training (mean over seeds, bars: min–max)",
+                      xaxis_title="epoch", yaxis_title="valid NDCG@10", height=400)
+    return fig
 
 
 def depth_figure(summary: pd.DataFrame) -> go.Figure:
@@ -89,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(summary.to_string(index=False, float_format="%.4f"))
     print("\n" + save(out, {"depth": summary, "depth_runs": rows}, ("depth", depth_figure(summary))))
+    print(f"report: python -m circuits.report --sweep {out}")
     return 0
 
 

@@ -2,7 +2,47 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
 from circuits.report.page import Section
+
+
+def sweep_sections(folder) -> list[Section]:
+    """A depth sweep folder (`python -m analyses.depth`): NDCG@10 by depth with the spread over seeds, the
+    runs, and the validation learning curves."""
+    from analyses.depth import curves_figure, depth_figure, depth_table, learning_curves, sweep_runs
+
+    runs = sweep_runs(folder)
+    rows, summary = depth_table(runs)
+    train = runs[0].config["train"]
+    budget = ", ".join(b for b in (f"{train['max_minutes']:g} min" if train.get("max_minutes") else "",
+                                   f"{train['epochs']} epochs" if train["epochs"] < 100000 else "") if b)
+    sec = Section("Experiment: depth sweep", anchor="depth")
+    sec.text(f"{len(runs)} runs on the same data with the same budget per model ({budget or 'until early stopping'}); "
+             "one row per depth: mean and standard deviation over seeds of validation and test NDCG@10 (full "
+             "ranking; the checkpoint of each run chosen on validation).")
+    sec.table(summary).figure(depth_figure(summary))
+    sec.heading("Runs")
+    sec.table(rows.drop(columns=["run"]).assign(run=[r.path.name for r in runs]))
+    sec.figure(curves_figure(learning_curves(runs)))
+    return [sec]
+
+
+def diagnostics_section(ds) -> Section:
+    """The data simplicity diagnostics of the run's data (no model involved)."""
+    from analyses.diagnostics import diagnostics, diagnostics_figure
+
+    table = diagnostics(ds)
+    sec = Section("Experiment: data diagnostics", anchor="diagnostics")
+    sec.text("How simple is next-item prediction on this data before any model? Over the test targets: A→A rate "
+             "(target = latest item), target anywhere in the history, target unrelated to every history item (no "
+             "training user holds both: the AAAA→C case); NDCG@10 of most-popular, the bigram count model and the "
+             "order-free bag-of-history co-occurrence model; time gaps and sessions (30-minute breaks).")
+    shown = [f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+             for v in table.iloc[0].tolist()]
+    sec.table(pd.DataFrame({"statistic": table.columns, "value": shown}))
+    sec.figure(diagnostics_figure(table))
+    return sec
 
 
 def experiment_sections(run, ds) -> list[Section]:
@@ -10,13 +50,14 @@ def experiment_sections(run, ds) -> list[Section]:
     from analyses.same_item import same_item_attention, same_item_figure
     from analyses.translation import translation_figure, translation_vector
 
+    out = [diagnostics_section(ds)]
     order = order_sensitivity(run, ds)
     sec = Section("Experiment: order sensitivity", anchor="order")
     sec.text("Test NDCG@10 with the visible history shuffled (latest item kept, or not), reversed and de-duplicated; "
              "targets and candidates unchanged. A model that reads the history as a bag loses nothing when the "
              "earlier items are shuffled.")
     sec.table(order.drop(columns=["run"])).figure(order_figure(order))
-    out = [sec]
+    out.append(sec)
     if run.model.cfg.n_layers == 0:
         return out
     geo, abl = translation_vector(run, ds)

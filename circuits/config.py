@@ -58,6 +58,14 @@ class ModelConfig:
         return self.attention == "static" and self.time_buckets > 0 and self.n_layers > 0
 
     @property
+    def attention_label(self) -> str:
+        """'learned', 'uniform', or 'static over distance', 'static over time', 'static over distance + time'."""
+        if self.attention != "static":
+            return self.attention
+        over = [name for name, n in (("distance", self.distance_buckets), ("time", self.time_buckets)) if n]
+        return "static over " + " + ".join(over)
+
+    @property
     def n_items(self) -> int:
         return self.d_vocab - 1
 

@@ -177,7 +177,7 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
     depth.main(args)
     summary = pd.read_csv(tmp_path / "d" / "depth.csv")
     rows = pd.read_csv(tmp_path / "d" / "depth_runs.csv")
-    assert list(summary["layers"]) == [0, 1] and list(summary["test_NDCG@10_count"]) == [2, 2]
+    assert list(summary["layers"]) == [0, 1] and list(summary["seeds"]) == [2, 2]
     assert summary.loc[1, "test_NDCG@10_mean"] == pytest.approx(rows[rows.layers == 1]["test_NDCG@10"].mean())
     # seed-major (an interrupted sweep has whole depth curves for its first seeds); the epoch budget holds
     assert rows[["seed", "layers"]].values.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
@@ -187,6 +187,17 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
     assert (tmp_path / "d" / "L1-s1" / "metrics.json").stat().st_mtime == mtime
     with pytest.raises(UserError, match="give a training budget"):
         depth.main(["--data", folder, "--max-minutes", "0", "--out", str(tmp_path / "e")])
+    # the sweep's report page: the summary, every run, the learning curves; drawn in a browser when there is one
+    from circuits.report import build_report
+    from tests.browser import find_chromium, open_in_chromium
+
+    page = build_report([], tmp_path / "sweep.html", sweep=tmp_path / "d", progress=False)
+    html = page.read_text()
+    assert ">Experiment: depth sweep</h2>" in html and "2 epochs" in html
+    assert all(f">L{l}-s{s}</td>" in html for l in (0, 1) for s in (0, 1))
+    if find_chromium() is not None:
+        seen = open_in_chromium(page, tmp_path / "browser")
+        assert seen["errors"] == [] and seen["drawn"] == seen["figures"] == 2 and seen["requests"] == []
 
 
 @pytest.mark.parametrize("attention", ["static", "static-time", "static-both", "uniform"])

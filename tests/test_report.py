@@ -80,7 +80,7 @@ def test_metrics_frame_puts_full_ranking_first_and_labels_sampled(hostile_runs):
 
 def test_experiment_sections(hostile_runs, tmp_path):
     html = build_report([hostile_runs[2]], tmp_path / "e.html", experiments=True, progress=False).read_text()
-    for title in ("order sensitivity", "translation vector", "same-item attention"):
+    for title in ("data diagnostics", "order sensitivity", "translation vector", "same-item attention"):
         assert f">Experiment: {title}</h2>" in html
     html0 = build_report([hostile_runs[0]], tmp_path / "e0.html", experiments=True, progress=False).read_text()
     assert ">Experiment: order sensitivity</h2>" in html0 and "translation vector</h2>" not in html0

@@ -14,9 +14,11 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m circuits.report",
         description="Write one self-contained HTML file (opens offline): for one run, its run card, rank by "
         "component, top document pairs, head scores, attention patterns and decompositions of chosen test "
-        "users; for several runs on the same data, a comparison page.",
+        "users; for several runs on the same data, a comparison page; for a depth sweep folder (--sweep), "
+        "NDCG@10 by depth over seeds with the learning curves.",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
+    p.add_argument("--sweep", metavar="FOLDER", help="a depth sweep folder written by python -m analyses.depth")
     p.add_argument("--seq-ids", nargs="+", help="user ids to show (default: median, most helped and most hurt "
                    "by the attention layers)")
     p.add_argument("--out", help="HTML path (default reports/<run>.html or reports/compare-<runs>.html)")
@@ -25,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="top pairs only among items with at least this many training occurrences (default 10)")
     p.add_argument("--window", type=int, default=30, help="last items of each history shown (default 30)")
     p.add_argument("--experiments", action="store_true",
-                   help="one run: add the experiments (order sensitivity, translation vector, same-item attention)")
+                   help="one run: add the experiments (data diagnostics, order sensitivity, translation vector, "
+                   "same-item attention)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
-                       args.experiments, progress=not args.quiet)
+                       args.experiments, progress=not args.quiet, sweep=args.sweep)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 

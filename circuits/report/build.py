@@ -66,12 +66,13 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
     for r, name in zip(runs, names):
         m = S.metrics_frame(r)
         m = m[m["system"] == "model"].drop(columns="system")
-        metrics.append(m.assign(run=name, layers=r.model.cfg.n_layers, heads=r.model.cfg.n_heads))
+        metrics.append(m.assign(run=name, layers=r.model.cfg.n_layers, heads=r.model.cfg.n_heads,
+                                attention=r.model.cfg.attention_label))
     metrics = pd.concat(metrics, ignore_index=True)
     card = Section("Metrics by model", anchor="metrics")
     card.text("Test split; full ranking first (pessimistic ties), sampled last and labelled. Baselines are on each "
               "run's own report.")
-    card.table(metrics[["run", "layers", "heads", "protocol", "HR@10", "NDCG@10", "MRR@10"]])
+    card.table(metrics[["run", "layers", "heads", "attention", "protocol", "HR@10", "NDCG@10", "MRR@10"]])
     card.figure(plots.depth_lines(metrics[metrics["protocol"].str.startswith("full/")], title="Test NDCG@10 by depth"))
 
     ranks = Section("Rank by component, side by side", anchor="ranks")
@@ -100,16 +101,29 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
                   f"report built {_now()}", [card, ranks, att])
 
 
+def sweep_report(folder: str | Path) -> str:
+    """The HTML of a depth sweep's page (`python -m analyses.depth`): NDCG by depth, runs, learning curves."""
+    from analyses.sections import sweep_sections
+
+    secs = sweep_sections(folder)
+    return render(f"Depth sweep: {Path(folder).name}", f"report built {_now()}", secs)
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
                  top_pairs: int = 10, window: int = 30, min_count: int = 10, experiments: bool = False,
-                 progress: bool = True) -> Path:
-    """Load the runs, build the page (one run: its report; several: a comparison), write it to `out`."""
+                 progress: bool = True, sweep: str | Path | None = None) -> Path:
+    """Load the runs, build the page (one run: its report; several: a comparison; `sweep`: a depth sweep
+    folder's page), write it to `out`."""
     from circuits.runs import load_run
 
     runs = [load_run(d) for d in run_dirs]
-    if not runs:
-        raise UserError("give at least one run directory")
-    if len(runs) == 1:
+    if sweep is not None:
+        if runs:
+            raise UserError("give either run directories or --sweep FOLDER, not both")
+        page, default = sweep_report(sweep), f"reports/sweep-{Path(sweep).resolve().name}.html"
+    elif not runs:
+        raise UserError("give at least one run directory (or --sweep FOLDER)")
+    elif len(runs) == 1:
         page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
                           experiments=experiments, progress=progress)
         default = f"reports/{S.run_name(runs[0])}.html"

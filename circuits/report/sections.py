@@ -47,7 +47,8 @@ def run_card(run) -> Section:
     facts = pd.DataFrame([
         ("data", summary.get("name", data["source"])),
         ("users / items / interactions", f"{summary['users']:,} / {summary['items']:,} / {summary['interactions']:,}"),
-        ("model", f"{cfg['n_layers']} attention layer(s) × {cfg['n_heads']} heads, d_model {cfg['d_model']}, "
+        ("model", f"{cfg['n_layers']} attention layer(s) × {cfg['n_heads']} heads "
+                  f"({run.model.cfg.attention_label} attention), d_model {cfg['d_model']}, "
                   f"d_head {cfg['d_head']}, context {cfg['n_ctx']}, positions {'learned' if cfg['positional'] else 'none'}"
                   f", {'tied' if cfg['tied'] else 'untied'} unembedding, {n_params:,} parameters"),
         ("training", f"{training.get('minutes', float('nan')):.1f} min, best epoch {training.get('best_epoch')} of "
