@@ -131,6 +131,43 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> 
     return out
 
 
+def bucket_labels(kind: str, n_buckets: int) -> list[str]:
+    """Readable bucket names: distance `self, 1 back, 2–3 back, …`; time `self, < 1 s, 1 s, 2 s–3 s, …`
+    (the last bucket open-ended)."""
+    from circuits.sources import format_gap
+
+    labels = ["self"]
+    for b in range(1, n_buckets):
+        if kind == "distance":
+            lo, hi = 2 ** (b - 1), 2**b - 1
+            text = f"{lo} back" if lo == hi else f"{lo}–{hi} back"
+            last = f"≥ {lo} back"
+        else:
+            if b == 1:
+                labels.append("< 1 s")
+                continue
+            lo, hi = 2.0 ** (b - 2), 2.0 ** (b - 1)
+            text, last = f"{format_gap(lo)} – {format_gap(hi)}", f"≥ {format_gap(lo)}"
+        labels.append(last if b == n_buckets - 1 else text)
+    return labels
+
+
+def static_weights(model: AttnOnlyTransformer) -> pd.DataFrame:
+    """Static attention's learned scores, the whole of its "QK circuit": one row per head × kind (distance /
+    time) × bucket, with the bucket's label. Within a query, keys get softmax(score) over the visible ones."""
+    rows = []
+    for l, block in enumerate(model.blocks):
+        for kind, name in (("distance", "W_dist"), ("time", "W_time")):
+            if not hasattr(block.attn, name):
+                continue
+            W = getattr(block.attn, name).detach()
+            labels = bucket_labels(kind, W.shape[1])
+            for h in range(model.cfg.n_heads):
+                rows.extend({"head": f"L{l}H{h}", "kind": kind, "bucket": b, "label": labels[b],
+                             "score": float(W[h, b])} for b in range(W.shape[1]))
+    return pd.DataFrame(rows, columns=["head", "kind", "bucket", "label", "score"])
+
+
 def composition(model: AttnOnlyTransformer, n_random: int = 50, seed: int = 0) -> pd.DataFrame:
     """Long format: kind (Q/K/V), source head (earlier layer), target head, score, random baseline, excess."""
     cfg = model.cfg
@@ -189,11 +226,17 @@ def main(argv: list[str] | None = None) -> int:
 
         abl = ablation_table(model, valid, ds.d_vocab, run.seen_policy)
     if args.json:
-        print(json.dumps({"heads": scores.reset_index().to_dict(orient="records"),
+        static = static_weights(model).to_dict(orient="records") if model.cfg.attention == "static" else None
+        print(json.dumps({"heads": scores.reset_index().to_dict(orient="records"), "static_weights": static,
                           "composition": comp.to_dict(orient="records"),
                           "ablation": None if abl is None else abl.to_dict(orient="records")}, indent=1))
         return 0
     print(scores.to_string(float_format="%.3f"))
+    if model.cfg.attention == "static":
+        w = static_weights(model)
+        for kind, g in w.groupby("kind", sort=False):
+            print(f"\nstatic attention scores per {kind} bucket (softmax over each query's visible keys):")
+            print(g.pivot(index=["bucket", "label"], columns="head", values="score").to_string(float_format="%.3f"))
     if len(comp):
         print("\ncomposition (score − mean score of random matrices of the same shapes):")
         print(comp.pivot_table(index=["source", "target"], columns="kind", values="excess").to_string(float_format="%.3f"))

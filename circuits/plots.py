@@ -121,3 +121,15 @@ def depth_lines(table: pd.DataFrame, metric: str = "NDCG@10", title: str = "") -
     fig.update_layout(**LAYOUT, title=title or f"{metric} by depth", xaxis_title="attention layers",
                       yaxis_title=metric, xaxis_dtick=1, height=360)
     return fig
+
+
+def static_weight_lines(weights: pd.DataFrame, kind: str) -> go.Figure:
+    """`weights` (heads.static_weights) of one kind → one line per head over its buckets."""
+    w = weights[weights["kind"] == kind]
+    fig = go.Figure()
+    for head, g in w.groupby("head", sort=False):
+        fig.add_scatter(x=[safe(x) for x in g["label"]], y=g["score"].round(3), mode="lines+markers", name=safe(head))
+    what = "position distance" if kind == "distance" else "time gap"
+    fig.update_layout(**LAYOUT, title=f"Static attention: learned score per {what} bucket", height=380,
+                      xaxis_title=f"{what} between query and key", yaxis_title="score (softmax over visible keys)")
+    return fig

@@ -78,3 +78,26 @@ def test_an_ablated_heads_component_is_zero_and_mean_ablation_uses_the_mean():
     torch.testing.assert_close(stack[labels.index("L1H0")], means["L1H0"].expand(4, -1))
     _, cache = model.run_with_cache(x)  # hooks are gone after the block
     assert cache["blocks.0.attn.hook_result"][:, :, 1].abs().max() > 0
+
+
+def test_static_weights_list_every_bucket_with_labels_that_match_the_bucketing():
+    from circuits.config import ModelConfig
+    from circuits.heads import bucket_labels, static_weights
+    from circuits.model import build_model, distance_buckets, time_buckets
+    from tests.helpers import with_random_distance_weights
+
+    cfg = ModelConfig(d_vocab=9, n_ctx=12, n_layers=2, n_heads=2, d_model=8, d_head=4, attention="static",
+                      distance_buckets=5, time_buckets=7)
+    model = with_random_distance_weights(build_model(cfg, 0), seed=3)
+    w = static_weights(model)
+    assert len(w) == 2 * 2 * (5 + 7)
+    got = w[(w["head"] == "L1H0") & (w["kind"] == "time")]["score"].to_numpy()
+    assert torch.equal(torch.tensor(got, dtype=torch.float32), model.blocks[1].attn.W_time[0].detach())
+    # each label names the gaps that fall in its bucket: the lower end of bucket b maps to b
+    dist = distance_buckets(12, 5)[:, 0]  # query q, key 0: distance q
+    assert bucket_labels("distance", 5) == ["self", "1 back", "2–3 back", "4–7 back", "≥ 8 back"]
+    assert [int(dist[d]) for d in (0, 1, 2, 3, 4, 7, 8, 11)] == [0, 1, 2, 2, 3, 3, 4, 4]
+    labels = bucket_labels("time", 7)
+    assert labels[:4] == ["self", "< 1 s", "1 s – 2 s", "2 s – 4 s"] and labels[-1].startswith("≥ 16 s")
+    for b, gap in ((1, 0.5), (2, 1.0), (2, 1.99), (3, 2.0), (4, 4.0), (5, 8.0), (6, 16.0), (6, 1e6)):
+        assert int(time_buckets(torch.tensor([[0.0, gap]], dtype=torch.float64), 7)[0, 1, 0]) == b, (b, gap)

@@ -183,6 +183,16 @@ def heads_section(run, ds) -> Section | None:
     comp = composition(model)
     if len(comp):
         sec.figure(plots.composition_heatmap(comp))
+    if model.cfg.attention == "static":
+        from circuits.heads import static_weights
+
+        weights = static_weights(model)
+        sec.heading("Static attention weights")
+        sec.text("The whole of a static head's attention: a learned score per bucket of how far back (items) and/or "
+                 "how long before (time) the key is; each query's weights are the softmax of these scores over its "
+                 "visible keys.")
+        for kind in weights["kind"].unique():
+            sec.figure(plots.static_weight_lines(weights, kind))
     return sec
 
 
