@@ -7,7 +7,9 @@ Row-vector convention throughout (`x @ W`). No LayerNorm, no biases:
     logits  = r_L @ W_U
 
 so the logits are a sum of linear terms given the attention patterns. `n_layers=0` is the same class with
-no blocks: logits = (W_E[x_t] + W_pos[t]) @ W_U, the bigram model.
+no blocks: logits = (W_E[x_t] + W_pos[t]) @ W_U, the bigram model. Attention is `learned` (QK), `static`
+(a learned score per head and bucket of query–key distance and/or time gap; no QK) or `uniform`; static
+attention over time gaps reads the interactions' timestamps, `model(items, times)`.
 
 Padding contract: item index 0 is padding and sequences are **left**-padded. Positions are counted from
 the first real item (so a left-padded sequence sees exactly the positions of its unpadded self), padded

@@ -220,7 +220,8 @@ class SequenceDataset:
             target[r] = full[len(full) - back]
             w = h[-n_ctx:]
             history[r, n_ctx - len(w) :] = w
-            history_times[r, n_ctx - len(w) :] = self.timestamps[self.offsets[u] + len(h) - len(w) : self.offsets[u] + len(h)]
+            end = self.offsets[u] + len(h)
+            history_times[r, n_ctx - len(w) :] = self.timestamps[end - len(w) : end]
             seen.append(np.unique(h))
             touched.append(np.unique(full))
         seen_ptr, seen_items = _csr(seen)
