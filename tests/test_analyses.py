@@ -228,7 +228,15 @@ def test_static_and_uniform_attention_go_through_training_decomposition_and_repo
     heads.main([str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert "L1H1" in out and "V" in out  # V composition only: there is no QK
+    assert ("static attention scores per time bucket" in out) == run.model.cfg.uses_time
     with pytest.raises(UserError, match="no QK circuit"):
         pairs.main([str(tmp_path / "r"), "--circuit", "QK:L0H0"])
-    html = build_report([tmp_path / "r"], tmp_path / "r.html", experiments=True, progress=False).read_text()
+    page = build_report([tmp_path / "r"], tmp_path / "r.html", experiments=True, progress=False)
+    html = page.read_text()
     assert ">Attention patterns</h2>" in html and "QK:L0H0" not in html
+    assert ("Static attention weights" in html) == (kind == "static")
+    from tests.browser import find_chromium, open_in_chromium
+
+    if find_chromium() is not None and over == "both":
+        seen = open_in_chromium(page, tmp_path / "browser")
+        assert seen["errors"] == [] and seen["drawn"] == seen["figures"] > 0 and seen["requests"] == []
