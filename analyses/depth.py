@@ -44,7 +44,10 @@ def sweep_runs(folder: str | Path) -> list:
     from circuits.errors import UserError
     from circuits.runs import load_run
 
-    dirs = [d for d in Path(folder).glob("L*-s*") if (d / "metrics.json").exists()]
+    import re
+
+    dirs = [d for d in Path(folder).iterdir()
+            if re.fullmatch(r"L\d+-s\d+", d.name) and (d / "metrics.json").exists()]  # not *.partial
     if not dirs:
         raise UserError(f"{folder}: no finished sweep runs (L<layers>-s<seed> folders); run python -m analyses.depth")
     runs = [load_run(d) for d in dirs]
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-minutes", type=float, default=5.0,
                    help="training-time budget per model (default 5; 0 = none, then give --epochs)")
     p.add_argument("--epochs", type=int, default=0,
-                   help="epoch budget per model (default 0 = none): the same number of updates whatever the load "
-                        "on the machine, unlike --max-minutes")
+                   help="epoch budget per model (default 0 = none): unlike --max-minutes, the same cap whatever else "
+                        "the machine is doing (early stopping on validation can still end a run sooner)")
     p.add_argument("--out", default="runs/depth", help="folder for the runs, depth.csv and depth.html")
     args, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
     extra = [a for a in extra if a != "--"]

@@ -7,7 +7,8 @@ query position of a split's histories, under three patterns:
 
 - `actual`: the model's attention;
 - `positional`: the head's attention computed from the positional embeddings alone (q and k = W_pos rows),
-  i.e. what the head's preference for recent / early positions gives on this history;
+  i.e. what the head's preference for recent / early positions gives on this history (static attention:
+  its distance scores alone; none for static attention over time gaps only);
 - `uniform`: equal weight on every visible item.
 
     python -m analyses.same_item runs/syn-L2 --out reports/same_item

@@ -8,7 +8,7 @@ from typing import Any
 
 ATTENTION_KINDS = ("learned", "static", "uniform")
 DISTANCE_BUCKETS = 12  # 0, 1, 2–3, …, ≥ 1024 items back
-TIME_BUCKETS = 32  # self, < 1 s, 1 s, 2–3 s, …, ≥ 2^29 s (17 years)
+TIME_BUCKETS = 32  # self, < 1 s, [1, 2) s, [2, 4) s, …, ≥ 2^29 s (17 years)
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ModelConfig:
     dropout: float = 0.2
     # "learned": scores from QK; "static": no QK, a learned score per head and log-spaced query–key bucket of
     # position distance (0, 1, 2–3, 4–7, …; `distance_buckets`, 0 = not used) plus one per bucket of time gap
-    # (self, < 1 s, 1 s, 2–3 s, 4–7 s, …; `time_buckets`, 0 = not used); "uniform": equal weight on every visible
+    # (self, < 1 s, [1, 2) s, [2, 4) s, …; `time_buckets`, 0 = not used); "uniform": equal weight on every visible
     # item (no attention parameters)
     attention: str = "learned"
     distance_buckets: int = DISTANCE_BUCKETS

@@ -132,8 +132,8 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> 
 
 
 def bucket_labels(kind: str, n_buckets: int) -> list[str]:
-    """Readable bucket names: distance `self, 1 back, 2–3 back, …`; time `self, < 1 s, 1 s, 2 s–3 s, …`
-    (the last bucket open-ended)."""
+    """Readable bucket names: distance `self, 1 back, 2–3 back, …`; time `self, < 1 s, [1 s, 2 s), [2 s, 4 s),
+    …` (half-open: the upper end belongs to the next bucket); the last bucket is open-ended."""
     from circuits.sources import format_gap
 
     labels = ["self"]
@@ -147,7 +147,7 @@ def bucket_labels(kind: str, n_buckets: int) -> list[str]:
                 labels.append("< 1 s")
                 continue
             lo, hi = 2.0 ** (b - 2), 2.0 ** (b - 1)
-            text, last = f"{format_gap(lo)} – {format_gap(hi)}", f"≥ {format_gap(lo)}"
+            text, last = f"[{format_gap(lo)}, {format_gap(hi)})", f"≥ {format_gap(lo)}"
         labels.append(last if b == n_buckets - 1 else text)
     return labels
 

@@ -45,9 +45,10 @@ def distance_buckets(n: int, n_buckets: int, device=None) -> Int[Tensor, "q k"]:
 
 def time_buckets(times: Float[Tensor, "batch pos"], n_buckets: int) -> Int[Tensor, "batch q k"]:
     """Bucket of the time gap t_q − t_k (seconds): the query itself → 0, gap < 1 s → 1, then log2-spaced:
-    1 s → 2, 2–3 s → 3, 4–7 s → 4, …, capped at n_buckets − 1 (with 32 buckets the last holds gaps of 17 years
-    and more). Negative gaps (a key later than the query; masked anyway) count as 0 s."""
-    gap = (times[:, :, None] - times[:, None, :]).double().clamp(min=0)
+    [1, 2) s → 2, [2, 4) s → 3, [4, 8) s → 4, …, capped at n_buckets − 1 (with 32 buckets the last holds gaps
+    of 2^29 s, 17 years, and more). Negative gaps (a key later than the query; masked anyway) count as 0 s."""
+    times = times.double()
+    gap = (times[:, :, None] - times[:, None, :]).clamp(min=0)
     bucket = torch.where(gap >= 1, torch.floor(torch.log2(gap.clamp(min=1))).long() + 2, 1)
     n = times.shape[-1]
     bucket = bucket.masked_fill(torch.eye(n, dtype=torch.bool, device=times.device), 0)
@@ -208,6 +209,8 @@ class AttnOnlyTransformer(HookedRootModule):
             raise ValueError(f"sequence length {items.shape[-1]} exceeds n_ctx={self.cfg.n_ctx}")
         if self.cfg.uses_time and (times is None or times.shape != items.shape):
             raise ValueError("this model's attention reads time gaps: give `times` with the items' shape")
+        if self.cfg.uses_time and times.dtype != torch.float64:
+            raise ValueError(f"give `times` as float64 seconds ({times.dtype} rounds unix times to minutes)")
         real = items != PAD
         resid = self.hook_embed(self.W_E[items])
         if self.W_pos is not None:

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuits.model import AttnOnlyTransformer, strip_left_padding
+from circuits.model import AttnOnlyTransformer, distance_buckets, strip_left_padding
 
 
 def attention_sources(
@@ -85,15 +85,19 @@ def same_item_table(
     """Per head, the attention mass on keys holding the query's own item (itself and earlier occurrences:
     `same`) and on near-identical items (embedding cosine ≥ `near_cosine`: `near`), averaged over every real
     query position of the left-padded `histories`, under three patterns: `actual`, `positional` (the head's
-    scores from the positional embeddings alone) and `uniform`. The batched form of `same_item_attention`.
-    `times`: the histories' timestamps, for a model whose attention reads time gaps."""
+    scores from positions alone: the W_pos terms of QK, or static attention's distance scores; absent for
+    static attention over time gaps only) and `uniform`. The batched form of `same_item_attention`.
+    `times`: the histories' timestamps, needed by a model whose attention reads time gaps."""
+    cfg = model.cfg
     E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)
     sums: dict[tuple[str, str], np.ndarray] = {}
     n_queries = 0
     for lo in range(0, len(histories), batch):
-        x = torch.from_numpy(histories[lo : lo + batch])
-        t = torch.zeros(x.shape, dtype=torch.float64) if times is None else torch.from_numpy(times[lo : lo + batch])
-        x, t = strip_left_padding(x, t)
+        x, t = torch.from_numpy(histories[lo : lo + batch]), None
+        if times is None:
+            x = strip_left_padding(x)
+        else:
+            x, t = strip_left_padding(x, torch.from_numpy(times[lo : lo + batch]))
         real = x != 0
         allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
         same = (x[:, :, None] == x[:, None, :]) & allowed
@@ -101,15 +105,19 @@ def same_item_table(
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
         _, cache = model.run_with_cache(x, times=t)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
+        distance = distance_buckets(x.shape[1], cfg.distance_buckets) if cfg.attention == "static" else None
         for l, block in enumerate(model.blocks):
             actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
-            for h in range(model.cfg.n_heads):
+            for h in range(cfg.n_heads):
                 patterns = {"actual": actual[:, h], "uniform": uniform}
-                if model.cfg.attention != "learned":  # static / uniform: the pattern is positional already
+                if cfg.attention == "uniform":
                     patterns["positional"] = actual[:, h]
-                elif pos is not None:
+                elif cfg.attention == "static" and cfg.distance_buckets:  # the distance scores, not the time ones
+                    scores = block.attn.W_dist[h][distance].expand(len(x), -1, -1)
+                    patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
+                elif cfg.attention == "learned" and pos is not None:
                     scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
-                    scores = scores / math.sqrt(model.cfg.d_head)
+                    scores = scores / math.sqrt(cfg.d_head)
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():
                     shares = np.array([float((p * same)[real].sum()), float((p * near)[real].sum())])

@@ -42,7 +42,7 @@ def build_parser() -> ArgumentParser:
                    "query–key distance and/or time gap, see --static-over); uniform (equal weight on every visible item)")
     m.add_argument("--static-over", choices=("distance", "time", "both"),
                    help="with --attention static: what the weights depend on: position distance (0, 1, 2–3, 4–7, … "
-                   "items back; the default), time gap (self, < 1 s, 1 s, 2–3 s, 4–7 s, …, from the log's timestamps "
+                   "items back; the default), time gap (self, < 1 s, [1, 2) s, [2, 4) s, …, from the log's timestamps "
                    "in seconds) or both (summed scores)")
     m.add_argument("--dropout", type=float, default=0.2, help="dropout on embeddings and head outputs (default 0.2)")
     t = p.add_argument_group("training")

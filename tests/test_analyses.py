@@ -28,6 +28,13 @@ def test_transforms_keep_the_items_and_deduplicate_to_latest_occurrences():
     padded = np.array([[0, 0, 5, 6, 5], [1, 2, 3, 4, 5]])
     dedup = transform_histories(padded, "deduplicated")
     assert dedup.tolist() == [[0, 0, 0, 6, 5], [1, 2, 3, 4, 5]]
+    # timestamps: de-duplication drops those of the dropped occurrences; the other transforms move items only
+    times = np.array([[0, 0, 10.0, 20.0, 30.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    items, t = transform_histories(padded, "deduplicated", times=times)
+    assert items.tolist() == dedup.tolist() and t.tolist() == [[0, 0, 0, 20.0, 30.0], [1.0, 2.0, 3.0, 4.0, 5.0]]
+    for kind in ("shuffled", "reversed", "shuffled_keep_last"):
+        items, t = transform_histories(padded, kind, seed=1, times=times)
+        assert items.tolist() == transform_histories(padded, kind, seed=1).tolist() and t.tolist() == times.tolist()
 
 
 def test_a_zero_layer_model_ignores_everything_but_the_latest_item(tiny_runs):
@@ -107,6 +114,31 @@ def test_same_item_shares_against_direct_computations(tiny_runs):
     one_item = np.full((3, h.shape[1]), 5)
     ones = same_item_table(model, one_item)
     np.testing.assert_allclose(ones["same"], 1.0, rtol=1e-5)
+
+
+def test_same_item_positional_pattern_of_static_attention_is_its_distance_part(tiny_runs):
+    from circuits.config import ModelConfig
+    from circuits.model import build_model
+    from circuits.sources import same_item_table
+    from tests.helpers import ATTENTION_VARIANTS, with_random_distance_weights
+
+    ds = tiny_runs[1].dataset()
+    sp = ds.eval_split("test", 10)
+    h, t = sp.history[:20], sp.history_times[:20]
+    cfg = ModelConfig(d_vocab=ds.d_vocab, n_ctx=10, n_layers=1, n_heads=2, d_model=8, d_head=4,
+                      **ATTENTION_VARIANTS["distance+time"])
+    model = with_random_distance_weights(build_model(cfg, 0).eval(), seed=4)
+    table = same_item_table(model, h, times=t).set_index(["head", "pattern"])
+    # reference: the same model with its time scores zeroed attends by distance alone
+    model.blocks[0].attn.W_time.data.zero_()
+    distance_only = same_item_table(model, h, times=t).set_index(["head", "pattern"])
+    for head in ("L0H0", "L0H1"):
+        assert table.loc[(head, "positional"), "same"] == pytest.approx(distance_only.loc[(head, "actual"), "same"])
+        assert table.loc[(head, "actual"), "same"] != pytest.approx(distance_only.loc[(head, "actual"), "same"])
+    time_only = build_model(ModelConfig(**{**cfg.to_dict(), "distance_buckets": 0}), 0).eval()
+    assert "positional" not in set(same_item_table(time_only, h, times=t)["pattern"])
+    with pytest.raises(ValueError, match="time gaps"):
+        same_item_table(time_only, h)  # a time model never runs on made-up times
 
 
 def log_dataset(sequences: dict[str, list[str]], gap: float = 60.0):

@@ -111,7 +111,7 @@ def test_source_contributions_sum_to_each_heads_target_logit(attention):
     seq = torch.tensor([4, 2, 7, 7, 1, 3, 7])
     target = 5
     src = attention_sources(model, seq, target, timestamps=np.arange(7) * 60.0)
-    stack, labels = residual_components(model, seq[None], times=torch.arange(7.0)[None] * 60.0)
+    stack, labels = residual_components(model, seq[None], times=torch.arange(7, dtype=torch.float64)[None] * 60.0)
     head_logits = component_logits(model, stack)[:, 0, target]
     for head, part in src.groupby("head"):
         assert abs(part["contribution"].sum() - head_logits[labels.index(head)].item()) < 1e-4

@@ -189,5 +189,7 @@ def test_time_attention_depends_only_on_time_gaps():
     assert not torch.allclose(pattern([1, 2, 3, 4, 5], times), pattern([1, 2, 3, 4, 5], example_times(6)[:, 1:]))
     with pytest.raises(ValueError, match="time gaps"):
         model(torch.tensor([[1, 2, 3]]))
+    with pytest.raises(ValueError, match="float64"):  # float32 holds unix seconds to the nearest 128 s
+        model(torch.tensor([[1, 2, 3]]), torch.tensor([[1.7e9, 1.7e9 + 60, 1.7e9 + 120]]))
     with pytest.raises(ValueError, match="needs distance buckets, time buckets or both"):
         cfg(attention="static", distance_buckets=0)
