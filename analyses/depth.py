@@ -10,6 +10,7 @@ Each model is trained by the train command (`python -m circuits.train`, one proc
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,8 +44,6 @@ def sweep_runs(folder: str | Path) -> list:
     """The finished runs of a sweep folder (`L{layers}-s{seed}` with a metrics.json), by depth then seed."""
     from circuits.errors import UserError
     from circuits.runs import load_run
-
-    import re
 
     dirs = [d for d in Path(folder).iterdir()
             if re.fullmatch(r"L\d+-s\d+", d.name) and (d / "metrics.json").exists()]  # not *.partial

@@ -78,6 +78,11 @@ def diagnostics(ds, name: str | None = None) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+def format_value(v) -> str:
+    """A statistic for display: floats to 4 decimals, integers with thousands separators."""
+    return f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+
+
 def diagnostics_figure(table: pd.DataFrame):
     import plotly.graph_objects as go
 
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     table = pd.concat([diagnostics(load_dataset(d), Path(d).name) for d in args.data], ignore_index=True)
     from analyses.common import save
 
-    shown = table.map(lambda v: f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else v)
+    shown = table.map(format_value)
     print(shown.set_index("data").T.to_string())
     print("\n" + save(args.out, {"diagnostics": table}, ("diagnostics", diagnostics_figure(table))))
     return 0

@@ -30,7 +30,7 @@ def sweep_sections(folder) -> list[Section]:
 
 def diagnostics_section(ds) -> Section:
     """The data simplicity diagnostics of the run's data (no model involved)."""
-    from analyses.diagnostics import diagnostics, diagnostics_figure
+    from analyses.diagnostics import diagnostics, diagnostics_figure, format_value
 
     table = diagnostics(ds)
     sec = Section("Experiment: data diagnostics", anchor="diagnostics")
@@ -38,9 +38,7 @@ def diagnostics_section(ds) -> Section:
              "(target = latest item), target anywhere in the history, target unrelated to every history item (no "
              "training user holds both: the AAAA→C case); NDCG@10 of most-popular, the bigram count model and the "
              "order-free bag-of-history co-occurrence model; time gaps and sessions (30-minute breaks).")
-    shown = [f"{v:,.4f}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-             for v in table.iloc[0].tolist()]
-    sec.table(pd.DataFrame({"statistic": table.columns, "value": shown}))
+    sec.table(pd.DataFrame({"statistic": table.columns, "value": [format_value(v) for v in table.iloc[0].tolist()]}))
     sec.figure(diagnostics_figure(table))
     return sec
 

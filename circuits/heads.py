@@ -78,9 +78,9 @@ def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str,
     uniform: NaN (no scores)."""
     cfg = model.cfg
     if cfg.attention != "learned":
-        share = {(True, False): 1.0, (False, True): 0.0}.get((cfg.distance_buckets > 0, cfg.time_buckets > 0))
-        return dict.fromkeys(model.head_labels(), share if cfg.attention == "static" and share is not None
-                             else float("nan"))
+        one_kind = cfg.attention == "static" and not (cfg.distance_buckets and cfg.time_buckets)
+        share = (1.0 if cfg.distance_buckets else 0.0) if one_kind else float("nan")
+        return dict.fromkeys(model.head_labels(), share)
     if model.W_pos is None:
         return {label: 0.0 for label in model.head_labels()}
     _, cache = model.run_with_cache(histories)

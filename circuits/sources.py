@@ -110,14 +110,15 @@ def same_item_table(
             actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
             for h in range(cfg.n_heads):
                 patterns = {"actual": actual[:, h], "uniform": uniform}
+                scores = None  # the head's scores from positions alone, where it has such a part
                 if cfg.attention == "uniform":
                     patterns["positional"] = actual[:, h]
                 elif cfg.attention == "static" and cfg.distance_buckets:  # the distance scores, not the time ones
                     scores = block.attn.W_dist[h][distance].expand(len(x), -1, -1)
-                    patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 elif cfg.attention == "learned" and pos is not None:
                     scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
                     scores = scores / math.sqrt(cfg.d_head)
+                if scores is not None:
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():
                     shares = np.array([float((p * same)[real].sum()), float((p * near)[real].sum())])
