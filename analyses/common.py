@@ -7,25 +7,33 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from circuits.errors import ArgumentParser, UserError
+from circuits.cli import ArgumentParser, add_run_data_arguments
+from circuits.errors import UserError
 
 
 def runs_parser(prog: str, doc: str, out: str) -> ArgumentParser:
-    """A parser with RUN_DIR…, --split and --out; `doc` is the module docstring (its first paragraph is shown)."""
+    """A parser with RUN_DIR…, --split, --out and the run-data arguments (--data, --items); `doc` is the module
+    docstring (its first paragraph is shown)."""
     p = ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--split", default="test", choices=["valid", "test"])
     p.add_argument("--out", default=out, help=f"folder for the tables (CSV) and the figure (HTML); default {out}")
+    add_run_data_arguments(p)
     return p
 
 
-def load_runs(run_dirs: list[str], need_attention: bool = False) -> list:
+def load_runs(args, need_attention: bool = False) -> list[tuple]:
+    """(run, its dataset) for every RUN_DIR of `args`; the datasets from --data/--items when given (all the
+    runs then share that data). A 0-layer run where attention is needed is a one-line error."""
     from circuits.runs import load_run
 
-    runs = [load_run(d) for d in run_dirs]
-    if need_attention and any(r.model.cfg.n_layers == 0 for r in runs):
-        raise UserError("a 0-layer model has no attention layer to test; give runs with 1 or more layers")
-    return runs
+    runs = [load_run(d) for d in args.run_dirs]
+    if need_attention:
+        flat = [str(r.path) for r in runs if r.model.cfg.n_layers == 0]
+        if flat:
+            raise UserError(f"a 0-layer model has no attention layer to test ({', '.join(flat)}); give runs with 1 "
+                            "or more layers")
+    return [(r, r.dataset(args.data, args.items)) for r in runs]
 
 
 def save(out: str | Path, tables: dict[str, pd.DataFrame], figure: tuple[str, go.Figure]) -> str:

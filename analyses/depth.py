@@ -87,9 +87,8 @@ def depth_figure(summary: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    from circuits.errors import ArgumentParser, UserError
-    from circuits.runs import load_run, partial_dir
+def build_parser():
+    from circuits.cli import ArgumentParser
 
     p = ArgumentParser(prog="python -m analyses.depth", description=__doc__.split("\n\n")[0],
                        epilog="Arguments after -- go to every train command (e.g. -- --heads 4 --d-model 128).")
@@ -102,7 +101,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="epoch budget per model (default 0 = none): unlike --max-minutes, the same cap whatever else "
                         "the machine is doing (early stopping on validation can still end a run sooner)")
     p.add_argument("--out", default="runs/depth", help="folder for the runs, depth.csv and depth.html")
-    args, extra = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analyses.common import save
+    from circuits.errors import UserError
+    from circuits.runs import load_run, partial_dir
+
+    args, extra = build_parser().parse_known_args(sys.argv[1:] if argv is None else argv)
     extra = [a for a in extra if a != "--"]
     out = Path(args.out)
     if not args.max_minutes and not args.epochs:
@@ -121,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                     raise UserError(f"training failed: {' '.join(cmd[1:])}")
             runs.append(load_run(run_dir))
     rows, summary = depth_table(runs)
-    from analyses.common import save
 
     print(summary.to_string(index=False, float_format="%.4f"))
     print("\n" + save(out, {"depth": summary, "depth_runs": rows}, ("depth", depth_figure(summary))))
@@ -130,6 +136,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from circuits.errors import run_cli
+    from circuits.cli import run_cli
 
     run_cli(main)

@@ -27,7 +27,7 @@ def target_stats(ds, test) -> dict[str, float]:
     """A→A, target in history, and target unrelated to every history item, over the test targets."""
     import torch
 
-    from circuits.baselines import cooccurrence
+    from circuits.scoring.baselines import cooccurrence
 
     co = cooccurrence(ds, normalise=False)
     repeat, in_hist, unrelated = [], [], []
@@ -57,9 +57,9 @@ def time_stats(ds) -> dict[str, float]:
 
 
 def model_stats(ds, test) -> dict[str, float]:
-    from circuits.baselines import baseline_scorer
-    from circuits.metrics import evaluate_split
-    from circuits.training import resolve_seen_policy
+    from circuits.scoring.baselines import baseline_scorer
+    from circuits.scoring.evaluator import resolve_seen_policy
+    from circuits.scoring.metrics import evaluate_split
 
     policy = resolve_seen_policy("auto", ds)
     out = {"policy": policy}
@@ -97,16 +97,21 @@ def diagnostics_figure(table: pd.DataFrame):
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    from circuits.data import load_dataset
-    from circuits.errors import ArgumentParser
+def build_parser():
+    from circuits.cli import ArgumentParser
 
     p = ArgumentParser(prog="python -m analyses.diagnostics", description=__doc__.split("\n\n")[0])
     p.add_argument("data", nargs="+", help="'synthetic' or a log path / MovieLens folder, as for --data")
     p.add_argument("--out", default="reports/diagnostics", help="folder for diagnostics.csv")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    table = pd.concat([diagnostics(load_dataset(d), Path(d).name) for d in args.data], ignore_index=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
     from analyses.common import save
+    from circuits.data import load_dataset
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    table = pd.concat([diagnostics(load_dataset(d), Path(d).name) for d in args.data], ignore_index=True)
 
     shown = table.map(format_value)
     print(shown.set_index("data").T.to_string())
@@ -115,6 +120,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from circuits.errors import run_cli
+    from circuits.cli import run_cli
 
     run_cli(main)

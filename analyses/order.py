@@ -65,8 +65,8 @@ def transform_histories(history: np.ndarray, kind: str, seed: int = 0, times: np
 
 def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0) -> pd.DataFrame:
     """Rows: transform × metric under the run's full-ranking policy, with the change against `intact`."""
-    from circuits.metrics import evaluate_split
-    from circuits.training import model_scorer
+    from circuits.scoring.evaluator import model_scorer
+    from circuits.scoring.metrics import evaluate_split
 
     ds = ds or run.dataset()
     policy = run.seen_policy
@@ -97,20 +97,27 @@ def order_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    from analyses.common import load_runs, runs_parser, save
+def build_parser():
+    from analyses.common import runs_parser
 
     p = runs_parser("python -m analyses.order", __doc__, "reports/order")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffles")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = load_runs(args.run_dirs)
-    table = pd.concat([order_sensitivity(r, split=args.split, seed=args.seed) for r in runs], ignore_index=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analyses.common import load_runs, save
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    runs = load_runs(args)
+    table = pd.concat([order_sensitivity(r, ds, split=args.split, seed=args.seed) for r, ds in runs],
+                      ignore_index=True)
     print(table.to_string(index=False, float_format="%.4f"))
     print("\n" + save(args.out, {"order": table}, ("order", order_figure(table))))
     return 0
 
 
 if __name__ == "__main__":
-    from circuits.errors import run_cli
+    from circuits.cli import run_cli
 
     run_cli(main)

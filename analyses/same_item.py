@@ -21,7 +21,7 @@ import sys
 import pandas as pd
 import plotly.graph_objects as go
 
-from circuits.sources import same_item_table
+from circuits.interp.sources import same_item_table
 
 
 def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048) -> pd.DataFrame:
@@ -42,16 +42,22 @@ def same_item_figure(table: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    from analyses.common import load_runs, runs_parser, save
+def build_parser():
+    from analyses.common import runs_parser
 
     p = runs_parser("python -m analyses.same_item", __doc__, "reports/same_item")
     p.add_argument("--near-cosine", type=float, default=0.9, help="embedding cosine for 'near-identical' (0.9)")
     p.add_argument("--max-users", type=int, default=2048, help="histories used (default 2048)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    runs = load_runs(args.run_dirs, need_attention=True)
-    table = pd.concat([same_item_attention(r, split=args.split, near_cosine=args.near_cosine,
-                                           max_users=args.max_users) for r in runs], ignore_index=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analyses.common import load_runs, save
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    runs = load_runs(args, need_attention=True)
+    table = pd.concat([same_item_attention(r, ds, split=args.split, near_cosine=args.near_cosine,
+                                           max_users=args.max_users) for r, ds in runs], ignore_index=True)
     print(table.pivot_table(index=["run", "head"], columns="pattern", values=["same", "near"], sort=False)
           .to_string(float_format="%.3f"))
     print("\n" + save(args.out, {"same_item": table}, ("same_item", same_item_figure(table))))
@@ -59,6 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from circuits.errors import run_cli
+    from circuits.cli import run_cli
 
     run_cli(main)

@@ -22,9 +22,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from circuits.ablation import ablated_heads, mean_head_results
-from circuits.metrics import metrics_from_ranks, split_ranks
+from circuits.interp.ablation import ablated_heads, mean_head_results
 from circuits.model import strip_left_padding
+from circuits.scoring.metrics import metrics_from_ranks, split_ranks
 
 
 @torch.no_grad()
@@ -54,7 +54,7 @@ def geometry(outputs: dict[int, torch.Tensor]) -> pd.DataFrame:
 
 def ablations(model, split, d_vocab: int, policy: str) -> pd.DataFrame:
     """NDCG@10 intact and with each head / each layer mean- and zero-ablated."""
-    from circuits.training import model_scorer
+    from circuits.scoring.evaluator import model_scorer
 
     def ndcg() -> float:
         return metrics_from_ranks(split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"])["NDCG@10"]
@@ -98,12 +98,17 @@ def translation_figure(abl: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def main(argv: list[str] | None = None) -> int:
-    from analyses.common import load_runs, runs_parser, save
+def build_parser():
+    from analyses.common import runs_parser
 
-    args = runs_parser("python -m analyses.translation", __doc__, "reports/translation").parse_args(
-        sys.argv[1:] if argv is None else argv)
-    parts = [translation_vector(r, split=args.split) for r in load_runs(args.run_dirs, need_attention=True)]
+    return runs_parser("python -m analyses.translation", __doc__, "reports/translation")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analyses.common import load_runs, save
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parts = [translation_vector(r, ds, split=args.split) for r, ds in load_runs(args, need_attention=True)]
     geo = pd.concat([g for g, _ in parts], ignore_index=True)
     abl = pd.concat([a for _, a in parts], ignore_index=True)
     print(geo.to_string(index=False, float_format="%.4f"))
@@ -114,6 +119,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from circuits.errors import run_cli
+    from circuits.cli import run_cli
 
     run_cli(main)

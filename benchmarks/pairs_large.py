@@ -21,8 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from circuits.config import ModelConfig  # noqa: E402
+from circuits.interp.circuit_pairs import BLOCK_DEFAULT, circuit_factors, top_pairs  # noqa: E402
 from circuits.model import build_model  # noqa: E402
-from circuits.pairs import BLOCK_DEFAULT, circuit_factors, top_pairs  # noqa: E402
 
 
 def main() -> None:

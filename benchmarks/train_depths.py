@@ -25,9 +25,9 @@ from safetensors.torch import load_file
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from circuits.metrics import evaluate_split  # noqa: E402
 from circuits.runs import load_run  # noqa: E402
-from circuits.training import model_scorer  # noqa: E402
+from circuits.scoring.evaluator import model_scorer  # noqa: E402
+from circuits.scoring.metrics import evaluate_split  # noqa: E402
 
 
 def train(layers: int, data: str, out: Path, minutes: float, snapshots: list[float], extra: list[str]) -> dict:

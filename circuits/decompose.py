@@ -6,14 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
-from circuits.attribution import component_logits, path_components, residual_components, target_ranks, with_groups
-from circuits.errors import ArgumentParser, UserError, run_cli
+from circuits.cli import ArgumentParser, add_run_data_arguments, run_cli, run_dataset
+from circuits.errors import UserError
+from circuits.interp.decomposition import decompose_sequence
+from circuits.interp.sources import format_gap
 from circuits.runs import load_run
-from circuits.sources import format_gap
 
 
 def build_parser() -> ArgumentParser:
@@ -36,54 +35,8 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--exclude-seen", action="store_true", help="with --all: rank among items not in the history")
     p.add_argument("--out", help="with --all: parquet path (default reports/<run>-ranks-<split>.parquet)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_run_data_arguments(p)
     return p
-
-
-def visible_window(ds, user_id: str, split: str, n_ctx: int) -> tuple[int, int]:
-    """(start, end): `ds.items[start:end]` is the history the model sees before the split's target, which is
-    `ds.items[end]` (test: the user's last item; valid: the one before)."""
-    u = ds.user_index(user_id)
-    lo, hi = ds.offsets[u], ds.offsets[u + 1]
-    if hi - lo < 3:
-        raise UserError(f"sequence {user_id!r} has {hi - lo} items; evaluation needs at least 3")
-    end = hi - (2 if split == "valid" else 1)
-    return max(lo, end - n_ctx), end
-
-
-def decompose_sequence(
-    run, ds, user_id: str, split: str = "test", pos: int = -1, top: int = 10, paths: bool = False
-) -> dict:
-    """Everything the single-sequence view shows, as plain data (DataFrames)."""
-    from circuits.sources import attention_sources, same_item_attention
-
-    start, end = visible_window(ds, user_id, split, run.model.cfg.n_ctx)
-    window = ds.items[start:end]
-    if not -len(window) <= pos < len(window):
-        raise UserError(f"--pos {pos} is outside the visible history of {len(window)} items")
-    q = pos % len(window)
-    target = int(ds.items[start + q + 1]) if start + q + 1 < end else int(ds.items[end])
-    times = ds.timestamps[start:end]
-    seq = pd.DataFrame({"position": np.arange(len(window)), "item_id": ds.item_ids[window], "title": ds.titles[window],
-                        "gap_to_previous": [""] + [format_gap(g) for g in np.diff(times)]})
-    items = torch.from_numpy(window[: q + 1])[None]
-    decompose = path_components if paths else residual_components
-    stack, labels = with_groups(*decompose(run.model, items, times=torch.from_numpy(times[: q + 1])[None]),
-                                run.model.cfg.n_layers)
-    logits = component_logits(run.model, stack)[:, 0]  # [n_comp, d_vocab]
-    ranks = target_ranks(logits[:, None], torch.tensor([target]))[:, 0]
-    scored = logits.clone()
-    scored[:, 0] = float("-inf")
-    top_items = scored.topk(min(top, ds.n_items), dim=-1).indices
-    components = pd.DataFrame({
-        "component": labels, "target_logit": logits[:, target].numpy(), "rank": ranks.numpy(),
-        "top_items": [[ds.titles[i] for i in row.tolist()] for row in top_items],
-    })
-    sources = attention_sources(run.model, items[0], target, ds.titles, times[: q + 1])
-    return {
-        "user_id": user_id, "split": split, "query_position": q, "target_item": ds.item_ids[target],
-        "target_title": ds.titles[target], "n_items": ds.n_items, "sequence": seq, "components": components,
-        "sources": sources, "same_item_attention": same_item_attention(sources) if len(sources) else pd.DataFrame(),
-    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.all and args.seq_id is None:
         raise UserError("give --seq-id ID (a user id of the log) or --all")
     run = load_run(args.run_dir)
-    ds = run.dataset()
+    ds = run_dataset(run, args)
     if args.all:
         return _all(run, ds, args)
     view = decompose_sequence(run, ds, args.seq_id, args.split, args.pos, args.top, args.paths)
@@ -111,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         s = s.assign(gap=s["gap"].map(format_gap))
         print(s[["head", "key_pos", "title", "gap", "weight", "ov_logit", "contribution"]].to_string(
             index=False, float_format="%.3f", max_colwidth=50))
-        print("\n" + view["same_item_attention"].to_string(float_format="%.3f"))
+        print("\n" + view["same_item_shares"].to_string(float_format="%.3f"))
     return 0
 
 
 def _all(run, ds, args) -> int:
-    from circuits.ranks import rank_summary, rank_table
+    from circuits.interp.ranks import rank_summary, rank_table
 
     split = ds.eval_split(args.split, run.model.cfg.n_ctx)
     table = rank_table(run.model, ds, split, exclude_seen=args.exclude_seen)

@@ -9,6 +9,10 @@ only once complete, so a directory without the `.partial` suffix is always a fin
     model.safetensors   weights of the epoch with the best validation NDCG@10
     epochs.csv          per-epoch loss, validation metrics and wall time
     metrics.json        final metrics: validation and test, every protocol and policy, and the baselines
+
+Portable: the data's path is recorded relative to the run directory (a run copied together with its data
+still finds it) and absolute (a run moved alone still finds it); where neither holds, every command that
+reads a run takes `--data PATH` (and `--items PATH`), checked against the recorded fingerprint.
 """
 
 from __future__ import annotations
@@ -46,6 +50,65 @@ def save_weights(model: AttnOnlyTransformer, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def data_record(source: str, options: dict, run_dir: Path) -> dict:
+    """What config.json records to rebuild a run's dataset: `source` ('synthetic', or the log's path relative
+    to the run directory) and `source_absolute`, the reading `options` for `load_dataset` (the item metadata
+    path in them relative too, with `items_absolute` beside)."""
+    from circuits.data import DEFAULT_DATA
+
+    base = Path(run_dir).expanduser().resolve()
+    record: dict = {"source": source, "options": dict(options)}
+    if source != DEFAULT_DATA:
+        path = Path(source).expanduser().resolve()
+        record.update(source=os.path.relpath(path, base), source_absolute=str(path))
+    if options.get("items"):
+        path = Path(options["items"]).expanduser().resolve()
+        record["options"]["items"] = os.path.relpath(path, base)
+        record["items_absolute"] = str(path)
+    return record
+
+
+def _locate(run_path: Path, recorded: str, absolute: str | None, what: str, flag: str) -> str:
+    """The first of (recorded path, relative paths taken from the run directory; the absolute path) that exists."""
+    # lexically, like os.path.relpath wrote it: the run directory itself need not exist yet (a resumed run)
+    candidates = [Path(os.path.normpath(Path(run_path).expanduser().absolute() / recorded))]
+    if absolute:
+        candidates.append(Path(absolute))
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    raise UserError(f"the {what} of run {run_path} is not where it was recorded ({' or '.join(map(str, candidates))});"
+                    f" give its current place with {flag} PATH")
+
+
+def data_source(config: dict, run_path: Path, data: str | None = None) -> str:
+    """'synthetic', or the path of a run's log: `data` when given, else where config.json recorded it."""
+    from circuits.data import DEFAULT_DATA
+
+    rec = config["data"]
+    if data is not None:
+        return data
+    if rec["source"] == DEFAULT_DATA:
+        return DEFAULT_DATA
+    return _locate(run_path, rec["source"], rec.get("source_absolute"), "data", "--data")
+
+
+def recorded_dataset(config: dict, run_path: Path, data: str | None = None, items: str | None = None):
+    """A run's dataset, rebuilt with its recorded reading options from `data` (default: where the run recorded
+    it) and `items` (its item metadata file; likewise), and checked against the recorded fingerprint."""
+    from circuits.data import load_dataset
+
+    rec = config["data"]
+    options = dict(rec["options"])
+    if items is not None:
+        options["items"] = items
+    elif options.get("items"):
+        options["items"] = _locate(run_path, options["items"], rec.get("items_absolute"), "item metadata", "--items")
+    ds = load_dataset(data_source(config, run_path, data), **options)
+    check_data(config, run_path, ds)
+    return ds
+
+
 def finish(run_dir: Path) -> None:
     """Atomically publish a partial run directory as complete."""
     part = partial_dir(run_dir)
@@ -77,18 +140,17 @@ class Run:
         """The seen-item policy its checkpoint was chosen under ("excluded" or "included")."""
         return self.config["train"].get("resolved_seen_policy", "excluded")
 
-    def dataset(self):
-        """The run's dataset, rebuilt from the recorded data spec and checked against its fingerprint."""
-        from circuits.data import load_dataset
+    def data_source(self, data: str | None = None) -> str:
+        """'synthetic', or the path of the run's log: `data` when given, else where the run recorded it."""
+        return data_source(self.config, self.path, data)
 
-        data = self.config["data"]
-        ds = load_dataset(data["source"], **data["options"])
-        check_matches(self, ds)
-        return ds
+    def dataset(self, data: str | None = None, items: str | None = None):
+        """The run's dataset (see `recorded_dataset`), checked against the run's fingerprint."""
+        return recorded_dataset(self.config, self.path, data, items)
 
-
-def check_matches(run: "Run", ds) -> None:
-    check_data(run.config, run.path, ds)
+    def check_data(self, ds) -> None:
+        """The data must be what this run was trained on (same fingerprint and vocabulary size)."""
+        check_data(self.config, self.path, ds)
 
 
 def check_data(config: dict, where: Path, ds) -> None:
@@ -112,12 +174,12 @@ def load_run(path: str | Path) -> Run:
         cfg = ModelConfig.from_dict(config["model"])
         model = AttnOnlyTransformer(cfg)
         model.load_state_dict(load_file(str(path / "model.safetensors")))
+        vocab = pd.read_csv(path / "vocab.tsv", sep="\t", dtype={"item_id": str, "title": str}, keep_default_na=False)
+        epochs = pd.read_csv(path / "epochs.csv")
+        metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, KeyError, ValueError, RuntimeError) as e:
         raise UserError(f"{path} is not a complete run directory: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     model.eval()
-    vocab = pd.read_csv(path / "vocab.tsv", sep="\t", dtype={"item_id": str, "title": str}, keep_default_na=False)
-    epochs = pd.read_csv(path / "epochs.csv") if (path / "epochs.csv").exists() else pd.DataFrame()
-    metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
     return Run(path, model, config, vocab, epochs, metrics)
 
 

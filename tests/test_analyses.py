@@ -92,14 +92,14 @@ def test_constant_head_outputs_are_a_pure_translation(tiny_runs):
 
 
 def test_same_item_shares_against_direct_computations(tiny_runs):
-    from circuits.sources import attention_sources, same_item_attention, same_item_table
+    from circuits.interp.sources import attention_sources, same_item_shares, same_item_table
 
     model = tiny_runs[1].model
     ds = tiny_runs[1].dataset()
     h = ds.eval_split("test", model.cfg.n_ctx).history[:12]
     table = same_item_table(model, h, batch=5).set_index(["head", "pattern"])
     # actual: the per-sequence view, one query position at a time, averaged over every real query
-    per_query = [same_item_attention(attention_sources(model, torch.from_numpy(row[row != 0]), 1, query=q))
+    per_query = [same_item_shares(attention_sources(model, torch.from_numpy(row[row != 0]), 1, query=q))
                  for row in h for q in range((row != 0).sum())]
     for head in model.head_labels():
         want = np.mean([v.loc[head, "same_item_share"] for v in per_query])
@@ -118,8 +118,8 @@ def test_same_item_shares_against_direct_computations(tiny_runs):
 
 def test_same_item_positional_pattern_of_static_attention_is_its_distance_part(tiny_runs):
     from circuits.config import ModelConfig
+    from circuits.interp.sources import same_item_table
     from circuits.model import build_model
-    from circuits.sources import same_item_table
     from tests.helpers import ATTENTION_VARIANTS, with_random_distance_weights
 
     ds = tiny_runs[1].dataset()
@@ -164,7 +164,7 @@ def test_diagnostics_of_pure_repeats_and_of_unrelated_targets():
 
 
 def test_cooccurrence_baseline_against_a_dense_count():
-    from circuits.baselines import baseline_scorer
+    from circuits.scoring.baselines import baseline_scorer
 
     ds = log_dataset({"u0": ["a", "b", "c", "d"], "u1": ["b", "c", "e", "f"], "u2": ["a", "e", "b", "c", "g"]})
     split = ds.eval_split("test", 8)
@@ -188,7 +188,7 @@ def test_the_analysis_clis_write_their_tables_and_figures(tiny_runs, tmp_path, c
     order.main([zero, one, "--out", str(tmp_path / "o")])
     translation.main([one, "--out", str(tmp_path / "t")])
     same_item.main([one, "--out", str(tmp_path / "s")])
-    folder = tiny_runs[1].config["data"]["source"]
+    folder = tiny_runs[1].data_source()
     diagnostics.main([folder, "--out", str(tmp_path / "d")])
     for f in ("o/order.csv", "o/order.html", "t/geometry.csv", "t/ablations.csv", "t/translation.html",
               "s/same_item.csv", "s/same_item.html", "d/diagnostics.csv", "d/diagnostics.html"):
@@ -203,7 +203,7 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
     from analyses import depth
     from circuits.errors import UserError
 
-    folder = tiny_runs[0].config["data"]["source"]
+    folder = tiny_runs[0].data_source()
     args = ["--data", folder, "--layers", "0", "1", "--seeds", "0", "1", "--out", str(tmp_path / "d"),
             "--max-minutes", "0", "--epochs", "2", "--", "--d-model", "16", "--d-head", "8", "--warmup-steps", "5"]
     depth.main(args)
@@ -237,10 +237,10 @@ def test_static_and_uniform_attention_go_through_training_decomposition_and_repo
                                                                                     attention):
     from circuits import decompose, heads, pairs
     from circuits.errors import UserError
-    from circuits.metrics import rank_of_target
     from circuits.report import build_report
+    from circuits.scoring.metrics import rank_of_target
 
-    folder = tiny_runs[0].config["data"]["source"]
+    folder = tiny_runs[0].data_source()
     kind, _, over = attention.partition("-")
     train_tiny(folder, tmp_path / "r", 2, "--attention", kind, *(["--static-over", over] if over else []))
     run = load_run(tmp_path / "r")

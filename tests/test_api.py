@@ -1,6 +1,6 @@
 """The notebook API shown in the README: train, load, evaluate, look at a sequence with titles."""
 
-from circuits import ModelConfig, TrainConfig, evaluate_run, load_dataset, load_run, report_table, train_model
+from circuits import ModelConfig, TrainConfig, evaluate_run, load_dataset, load_run, metrics_table, train_model
 from circuits.data.synthetic import SyntheticConfig, write
 
 
@@ -14,6 +14,6 @@ def test_readme_notebook_example(tmp_path):
     run = load_run(run_dir)
     seq = run.dataset().sequence(ds.user_ids[0])
     assert list(seq.columns) == ["position", "item", "item_id", "title", "timestamp", "split"]
-    table = report_table(evaluate_run(run))
+    table = metrics_table(evaluate_run(run))
     assert set(table["system"]) == {"model", "most-popular", "repeat", "markov"}
     assert table.loc[table["system"] == "model", "NDCG@10"].between(0, 1).all()

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from circuits.attribution import component_logits, path_components, residual_components, target_ranks
 from circuits.config import ModelConfig
+from circuits.interp.attribution import component_logits, path_components, residual_components, target_ranks
 from circuits.model import build_model
 from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
 
@@ -78,7 +78,7 @@ def test_rank_table_matches_per_user_dense_computation(attention):
     import pandas as pd
 
     from circuits.data.sequences import build_dataset
-    from circuits.ranks import rank_summary, rank_table
+    from circuits.interp.ranks import rank_summary, rank_table
 
     rng = np.random.default_rng(0)
     rows = [(f"u{u}", str(i), t**3 + u) for u in range(12) for t, i in enumerate(rng.integers(1, 10, size=7))]
@@ -105,7 +105,7 @@ def test_rank_table_matches_per_user_dense_computation(attention):
 
 @pytest.mark.parametrize("attention", ["learned", "distance+time"])
 def test_source_contributions_sum_to_each_heads_target_logit(attention):
-    from circuits.sources import attention_sources, same_item_attention
+    from circuits.interp.sources import attention_sources, same_item_shares
 
     model = model_with(2, attention=attention)
     seq = torch.tensor([4, 2, 7, 7, 1, 3, 7])
@@ -117,13 +117,13 @@ def test_source_contributions_sum_to_each_heads_target_logit(attention):
         assert abs(part["contribution"].sum() - head_logits[labels.index(head)].item()) < 1e-4
         assert abs(part["weight"].sum() - 1) < 1e-5
     assert src.loc[src.key_pos == 0, "gap"].iloc[0] == 360.0
-    shares = same_item_attention(src)
+    shares = same_item_shares(src)
     want = src[(src["head"] == "L0H0") & src["same_item"]]["weight"].sum()
     assert abs(shares.loc["L0H0", "same_item_share"] - want) < 1e-9
 
 
 def test_groups_are_the_same_with_direct_or_path_components():
-    from circuits.attribution import with_groups
+    from circuits.interp.attribution import with_groups
 
     model = model_with(2)
     direct, dl = with_groups(*residual_components(model, X), 2)
@@ -141,7 +141,7 @@ def test_decompositions_carry_no_autograd_graph():
 def test_rank_table_does_not_depend_on_the_block_size(monkeypatch):
     import pandas as pd
 
-    import circuits.ranks as ranks
+    import circuits.interp.ranks as ranks
     from circuits.data.sequences import build_dataset
 
     rng = np.random.default_rng(1)

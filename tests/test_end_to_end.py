@@ -27,7 +27,7 @@ def run_train(journeys, out, layers, *extra):
 
 def interrupt_at_second_epoch(monkeypatch):
     """Make training raise KeyboardInterrupt in its second epoch's validation; return the real function."""
-    import circuits.training as training
+    import circuits.training.loop as training
 
     real_validate, calls = training.validate, []
 
@@ -72,7 +72,7 @@ def test_same_seed_same_weights(journeys, tmp_path):
 
 
 def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys, tmp_path, monkeypatch):
-    import circuits.training as training
+    import circuits.training.loop as training
 
     run_train(journeys, tmp_path / "straight", 2)
     real_validate = interrupt_at_second_epoch(monkeypatch)
@@ -160,7 +160,7 @@ def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys
 
 
 def test_resume_refuses_data_that_changed(journeys, tmp_path, monkeypatch):
-    import circuits.training as training
+    import circuits.training.loop as training
 
     real_validate = interrupt_at_second_epoch(monkeypatch)
     assert run_train(journeys, tmp_path / "cut", 0) == 130

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from circuits.config import ModelConfig
-from circuits.heads import composition, head_scores, induction_scores, repeated_sequences
+from circuits.interp.head_scores import composition, head_scores, induction_scores, repeated_sequences
 from circuits.model import build_model
 
 
@@ -63,8 +63,8 @@ def test_composition_scores_against_dense_products_and_baseline():
 
 
 def test_an_ablated_heads_component_is_zero_and_mean_ablation_uses_the_mean():
-    from circuits.ablation import ablated, mean_head_results
-    from circuits.attribution import residual_components
+    from circuits.interp.ablation import ablated, mean_head_results
+    from circuits.interp.attribution import residual_components
 
     model = model_with()
     x = torch.randint(1, 23, (4, 9))
@@ -82,7 +82,7 @@ def test_an_ablated_heads_component_is_zero_and_mean_ablation_uses_the_mean():
 
 def test_static_weights_list_every_bucket_with_labels_that_match_the_bucketing():
     from circuits.config import ModelConfig
-    from circuits.heads import bucket_labels, static_weights
+    from circuits.interp.head_scores import bucket_labels, static_weights
     from circuits.model import build_model, distance_buckets, time_buckets
     from tests.helpers import with_random_distance_weights
 

@@ -7,7 +7,7 @@ import pytest
 
 from circuits import train
 from circuits.data.synthetic import SyntheticConfig, write
-from circuits.heads import induction_scores
+from circuits.interp.head_scores import induction_scores
 from circuits.runs import load_run
 
 # Uniformly random documents (no topics to learn, no series, no repeats): after a revisit, the user retraces

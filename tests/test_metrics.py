@@ -1,12 +1,12 @@
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 
-from circuits.baselines import baseline_scorer
 from circuits.data.sequences import build_dataset
-from circuits.metrics import KS, evaluate_split, metrics_from_ranks, rank_of_target, sample_negatives
-import pandas as pd
+from circuits.scoring.baselines import baseline_scorer
+from circuits.scoring.metrics import KS, evaluate_split, metrics_from_ranks, rank_of_target, sample_negatives
 
 
 def tiny_dataset(seed=0, n_users=30, n_items=25, repeats=True):

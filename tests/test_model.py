@@ -4,8 +4,7 @@ import pytest
 import torch
 
 from circuits.config import ModelConfig
-from circuits.model import build_model
-from circuits.model import time_buckets
+from circuits.model import build_model, time_buckets
 from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
 
 
@@ -159,7 +158,7 @@ def test_static_attention_depends_only_on_distance_and_has_no_qk():
     torch.testing.assert_close(a, b)
     assert not hasattr(model.blocks[0].attn, "W_Q")
     with pytest.raises(ValueError, match="no QK"):
-        model.QK
+        _ = model.QK
     with pytest.raises(ValueError, match="attention must be"):
         cfg(attention="rotary")
 

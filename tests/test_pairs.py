@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from circuits.config import ModelConfig
+from circuits.interp.circuit_pairs import circuit_factors, top_pairs
 from circuits.model import build_model
-from circuits.pairs import circuit_factors, top_pairs
 
 
 def dense_reference(table: torch.Tensor, k: int, per_row: bool, exclude_self: bool, keep: torch.Tensor):

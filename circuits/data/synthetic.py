@@ -19,7 +19,6 @@ Everything is a deterministic function of the config (one `numpy` generator seed
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -29,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from circuits.config import option
+from circuits.errors import UserError
 
 TOPICS = [
     "Astronomy", "Baking", "Chess", "Cycling", "Databases", "Ecology", "Film", "Gardening", "History",
@@ -52,31 +54,33 @@ MECHANISMS = ("start", "induction", "series", "repeat", "revisit", "jump", "topi
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    seed: int = 0
-    n_topics: int = 20
-    docs_per_topic: int = 40
-    series_per_topic: int = 3
-    series_min_parts: int = 3
-    series_max_parts: int = 6
-    n_users: int = 3000
-    min_length: int = 20
-    max_length: int = 60
-    topics_per_user: int = 2
-    session_mean_length: float = 8.0
-    p_induction: float = 0.8
-    p_series: float = 0.7
-    p_repeat: float = 0.12
-    p_revisit: float = 0.2
-    p_jump: float = 0.05
-    zipf_exponent: float = 1.0
+    """What the generator makes; every field is a flag of `python -m circuits.synthetic`."""
+
+    seed: int = option(0, "generator seed")
+    n_topics: int = option(20, f"topics, 1 to {len(TOPICS)}")
+    docs_per_topic: int = option(40, "documents per topic")
+    series_per_topic: int = option(3, "ordered series (part 1 → part 2 → …) per topic")
+    series_min_parts: int = option(3, "fewest parts of a series")
+    series_max_parts: int = option(6, "most parts of a series")
+    n_users: int = option(3000, "users")
+    min_length: int = option(20, "shortest journey (at least 3)")
+    max_length: int = option(60, "longest journey")
+    topics_per_user: int = option(2, "topics each user follows")
+    session_mean_length: float = option(8.0, "mean documents per session")
+    p_induction: float = option(0.8, "after a revisit, probability of replaying what followed it earlier")
+    p_series: float = option(0.7, "probability of reading the next part of a series")
+    p_repeat: float = option(0.12, "probability of the same document again (A→A)")
+    p_revisit: float = option(0.2, "probability of an earlier document of the user's history")
+    p_jump: float = option(0.05, "probability of a document from a topic the user does not follow (AAAA→C)")
+    zipf_exponent: float = option(1.0, "popularity skew of documents within a topic")
 
     def __post_init__(self) -> None:
         if not 1 <= self.n_topics <= len(TOPICS):
-            raise ValueError(f"n_topics must be in 1..{len(TOPICS)}")
+            raise UserError(f"n_topics must be in 1..{len(TOPICS)}, got {self.n_topics}")
         if self.p_repeat + self.p_revisit + self.p_jump > 1:
-            raise ValueError("p_repeat + p_revisit + p_jump must be at most 1")
+            raise UserError("p_repeat + p_revisit + p_jump must be at most 1")
         if self.min_length < 3 or self.max_length < self.min_length:
-            raise ValueError("need 3 <= min_length <= max_length")
+            raise UserError("need 3 <= min_length <= max_length")
 
     def key(self) -> str:
         spec = {**asdict(self), "generator_version": GENERATOR_VERSION}
@@ -117,7 +121,7 @@ def generate(cfg: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     weights = [w / w.sum() for w in weights]
     by_topic = [rng.permutation(d) for d in by_topic]
     next_part = np.full(n, -1)
-    for s, grp in cat[cat["series"] >= 0].groupby("series"):
+    for _, grp in cat[cat["series"] >= 0].groupby("series"):
         idx = grp.sort_values("part").index.to_numpy()
         next_part[idx[:-1]] = idx[1:]
 
@@ -230,28 +234,18 @@ def load_ground_truth(folder: Path) -> dict:
     return json.loads((Path(folder) / "ground_truth.json").read_text())
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m circuits.data.synthetic",
-        description="Write the synthetic document-journey data set (log, catalogue, ground truth) to a folder.",
-    )
-    parser.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
-    defaults = SyntheticConfig()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value, help=f"default {value}")
-    args = vars(parser.parse_args(argv))
-    out = Path(args.pop("out"))
-    try:
-        cfg = SyntheticConfig(**args)
-    except ValueError as e:
-        parser.error(str(e))
-    write(cfg, out)
-    truth = load_ground_truth(out)
-    print(f"wrote {out}: {sum(truth['mechanisms'].values())} interactions; mechanisms {truth['mechanisms']}")
-    return 0
+def ground_truth_of(source: str, seed: int = 0) -> dict | None:
+    """The planted ground truth of a data source, if it is synthetic: 'synthetic' (the built-in default with
+    `seed`) or a folder (or a file in one) written by the generator; None for any other data."""
+    from circuits.data import DEFAULT_DATA
+
+    folder = ensure_synthetic(SyntheticConfig(seed=seed)) if source == DEFAULT_DATA else Path(source)
+    path = (folder if folder.is_dir() else folder.parent) / "ground_truth.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
-if __name__ == "__main__":
-    from circuits.errors import run_cli
+if __name__ == "__main__":  # the generator's command was `python -m circuits.data.synthetic` before 0.2
+    from circuits.cli import run_cli
+    from circuits.synthetic import main
 
     run_cli(main)

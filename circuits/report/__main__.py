@@ -5,11 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
-from circuits.errors import ArgumentParser, run_cli
-from circuits.report.build import build_report
+from circuits.cli import ArgumentParser, add_run_data_arguments, run_cli
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="python -m circuits.report",
         description="Write one self-contained HTML file (opens offline): for one run, its run card, rank by "
@@ -30,10 +29,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="one run: add the experiments (data diagnostics, order sensitivity, translation vector, "
                    "same-item attention)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    add_run_data_arguments(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from circuits.report.build import build_report
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
-                       args.experiments, progress=not args.quiet, sweep=args.sweep)
+                       args.experiments, progress=not args.quiet, sweep=args.sweep, data=args.data, items=args.items)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 from circuits import plots
 from circuits.errors import UserError
 from circuits.report import sections as S
+from circuits.report.experiments import experiment_sections, sweep_sections
 from circuits.report.page import Section, render
 
 
@@ -39,8 +40,6 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
     sections.append(S.decomposition_section(run, ds, users))
     steps.update()
     if experiments:
-        from analyses.sections import experiment_sections
-
         sections += experiment_sections(run, ds)
     steps.close()
     cfg = run.config["model"]
@@ -103,20 +102,20 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
 
 def sweep_report(folder: str | Path) -> str:
     """The HTML of a depth sweep's page (`python -m analyses.depth`): NDCG by depth, runs, learning curves."""
-    from analyses.sections import sweep_sections
-
     secs = sweep_sections(folder)
     return render(f"Depth sweep: {Path(folder).name}", f"report built {_now()}", secs)
 
 
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
                  top_pairs: int = 10, window: int = 30, min_count: int = 10, experiments: bool = False,
-                 progress: bool = True, sweep: str | Path | None = None) -> Path:
+                 progress: bool = True, sweep: str | Path | None = None, data: str | None = None,
+                 items: str | None = None) -> Path:
     """Load the runs, build the page (one run: its report; several: a comparison; `sweep`: a depth sweep
-    folder's page), write it to `out`."""
+    folder's page), write it to `out`. `data`/`items`: where the runs' data is, if not where they recorded it."""
     from circuits.runs import load_run
 
     runs = [load_run(d) for d in run_dirs]
+    ds = runs[0].dataset(data, items) if runs else None
     if sweep is not None:
         if runs:
             raise UserError("give either run directories or --sweep FOLDER, not both")
@@ -124,11 +123,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
     elif not runs:
         raise UserError("give at least one run directory (or --sweep FOLDER)")
     elif len(runs) == 1:
-        page = run_report(runs[0], seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
+        page = run_report(runs[0], ds, seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
                           experiments=experiments, progress=progress)
         default = f"reports/{S.run_name(runs[0])}.html"
     else:
-        page = comparison_report(runs, seq_ids=seq_ids, window=window, progress=progress)
+        page = comparison_report(runs, ds, seq_ids=seq_ids, window=window, progress=progress)
         default = "reports/compare-" + "-".join(S.run_name(r) for r in runs)[:120] + ".html"
     out = Path(out or default)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,10 +29,10 @@ def is_group(component: str) -> bool:
 
 def metrics_frame(run, split: str = "test") -> pd.DataFrame:
     """Model and baselines on `split`: full ranking under the run's seen policy first, sampled last."""
-    from circuits.evaluation import report_table
+    from circuits.scoring.evaluator import metrics_table
 
     policy = run.seen_policy
-    t = report_table(run.metrics)
+    t = metrics_table(run.metrics)
     t = t[t["split"] == split].drop(columns="split")
     order = {f"full/{policy}": 0, f"full/{'included' if policy == 'excluded' else 'excluded'}": 1, "sampled": 2}
     t = t.assign(_o=t["protocol"].map(order)).sort_values(["_o"], kind="stable").drop(columns="_o")
@@ -72,7 +72,7 @@ def run_card(run) -> Section:
 # --- rank by component ------------------------------------------------------------------------------------
 
 def rank_table_for(run, ds, split: str = "test") -> pd.DataFrame:
-    from circuits.ranks import rank_table
+    from circuits.interp.ranks import rank_table
 
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
     return rank_table(run.model, ds, sp, exclude_seen=run.seen_policy == "excluded")
@@ -95,7 +95,7 @@ def layer_gains(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_section(run, table: pd.DataFrame, n_items: int) -> Section:
-    from circuits.ranks import rank_summary
+    from circuits.interp.ranks import rank_summary
 
     sec = Section("Rank by component", anchor="ranks")
     sec.text(f"Where the correct next item ranks (1 = best among {n_items:,}; pessimistic ties) when the logits come "
@@ -136,7 +136,7 @@ def representative_users(table: pd.DataFrame, k: int = 3) -> list[str]:
 # --- top pairs --------------------------------------------------------------------------------------------
 
 def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
-    from circuits.pairs import pair_table
+    from circuits.interp.circuit_pairs import pair_table
 
     sec = Section("Top document pairs", anchor="pairs")
     if min_count:
@@ -160,8 +160,8 @@ def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
 # --- head scores --------------------------------------------------------------------------------------------
 
 def heads_section(run, ds) -> Section | None:
-    from circuits.heads import composition, head_scores
-    from circuits.sources import same_item_table
+    from circuits.interp.head_scores import composition, head_scores
+    from circuits.interp.sources import same_item_table
 
     model = run.model
     if model.cfg.n_layers == 0:
@@ -184,7 +184,7 @@ def heads_section(run, ds) -> Section | None:
     if len(comp):
         sec.figure(plots.composition_heatmap(comp))
     if model.cfg.attention == "static":
-        from circuits.heads import static_weights
+        from circuits.interp.head_scores import static_weights
 
         weights = static_weights(model)
         sec.heading("Static attention weights")
@@ -200,7 +200,7 @@ def heads_section(run, ds) -> Section | None:
 
 def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
     """One heatmap per head for the user's test history (its last `window` items)."""
-    from circuits.decompose import visible_window
+    from circuits.interp.decomposition import visible_window
 
     start, end = visible_window(ds, user_id, "test", run.model.cfg.n_ctx)
     items = ds.items[start:end]
@@ -237,7 +237,7 @@ def sequences_section(run, ds, user_ids: list[str], window: int = 30) -> Section
 
 
 def decomposition_section(run, ds, user_ids: list[str], top: int = 3) -> Section:
-    from circuits.decompose import decompose_sequence
+    from circuits.interp.decomposition import decompose_sequence
 
     sec = Section("Decomposition of the chosen sequences", anchor="decomposition")
     sec.text(f"The logits of the last position split exactly into components; for each, the correct item's logit, its "

@@ -17,8 +17,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuits.metrics import rank_of_target
 from circuits.model import AttnOnlyTransformer
+from circuits.scoring.metrics import rank_of_target
 
 
 def _cache(

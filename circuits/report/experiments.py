@@ -1,4 +1,5 @@
-"""Report sections of the experiments (used by `python -m circuits.report --experiments`)."""
+"""The report's sections for the experiments of `analyses/` (`python -m circuits.report --experiments`, and
+the depth sweep page `--sweep`)."""
 
 from __future__ import annotations
 

@@ -71,7 +71,7 @@ def format_gap(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def same_item_attention(sources: pd.DataFrame) -> pd.DataFrame:
+def same_item_shares(sources: pd.DataFrame) -> pd.DataFrame:
     """Per head: share of the query's attention on the same item, and on near-identical items."""
     g = sources.assign(same=sources.weight * sources.same_item, near=sources.weight * sources.near_same_item)
     return g.groupby("head", sort=False)[["same", "near"]].sum().rename(
@@ -86,7 +86,7 @@ def same_item_table(
     `same`) and on near-identical items (embedding cosine ≥ `near_cosine`: `near`), averaged over every real
     query position of the left-padded `histories`, under three patterns: `actual`, `positional` (the head's
     scores from positions alone: the W_pos terms of QK, or static attention's distance scores; absent for
-    static attention over time gaps only) and `uniform`. The batched form of `same_item_attention`.
+    static attention over time gaps only) and `uniform`. The batched form of `same_item_shares`.
     `times`: the histories' timestamps, needed by a model whose attention reads time gaps."""
     cfg = model.cfg
     E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from circuits.attribution import component_logits, residual_components, target_ranks, with_groups
 from circuits.data.sequences import EvalSplit, SequenceDataset
-from circuits.metrics import mask_rows
+from circuits.interp.attribution import component_logits, residual_components, target_ranks, with_groups
 from circuits.model import AttnOnlyTransformer, strip_left_padding
+from circuits.scoring.metrics import mask_rows
 
 MAX_LOGITS_PER_BLOCK = 2**24  # components × users × items held at once (64 MB in fp32)
 MAX_USERS_PER_BLOCK = 256  # bounds the cached activations: users × n_ctx × heads × d_model

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from circuits.data.sequences import SequenceDataset
-from circuits.metrics import Scorer
+from circuits.scoring.metrics import Scorer
 
 BASELINES = ("most-popular", "repeat", "markov")
 

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 
 from circuits.data.sequences import EvalSplit
-from circuits.metrics import metrics_from_ranks, split_ranks
 from circuits.model import AttnOnlyTransformer
+from circuits.scoring.metrics import metrics_from_ranks, split_ranks
 
 
 @torch.no_grad()
@@ -64,7 +64,7 @@ def ablation_table(
     model: AttnOnlyTransformer, split: EvalSplit, d_vocab: int, policy: str = "excluded", modes=("zero", "mean")
 ) -> pd.DataFrame:
     """Per head and mode: NDCG@10 before/after and the mean change of log2(target rank) on `split`."""
-    from circuits.training import model_scorer
+    from circuits.scoring.evaluator import model_scorer
 
     def ranks() -> np.ndarray:
         return split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"]

@@ -1,0 +1,122 @@
+"""What every command shares: the one error path, flags generated from the config dataclasses, and the
+data arguments (a log to read, or the data of a run that may have moved).
+
+Exit statuses, the same in every command: 0 done; 2 bad input (`UserError`: one `error: …` line on stderr,
+nothing written); 130 interrupted. A traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from circuits.errors import UserError
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+
+
+def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> None:
+    """Call a command's `main`; turn `UserError` into `error: …` on stderr and exit status 2."""
+    try:
+        code = main(argv)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code or EXIT_OK)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one `error: …` line (usage stays available through --help)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+# --- flags from dataclass fields ----------------------------------------------------------------------------
+
+def add_config_arguments(group, cls) -> None:
+    """One flag per field of `cls` that has help in its metadata (see `circuits.config.option`); the flag
+    stores into `dest=field name`, so `config_from_args` can only ever read the field it belongs to."""
+    for f in fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        flags = meta.get("flags", ("--" + f.name.replace("_", "-"),))
+        kw: dict[str, Any] = {"dest": f.name, "default": f.default, "help": meta["help"]}
+        if "action" in meta:
+            kw["action"] = meta["action"]
+        else:
+            kw["type"] = meta.get("type", type(f.default))
+            kw["help"] += f" (default {f.default})"
+            for key in ("choices", "nargs"):
+                if key in meta:
+                    kw[key] = meta[key]
+        group.add_argument(*flags, **kw)
+
+
+def config_from_args(cls, args: argparse.Namespace, **given: Any):
+    """`cls(**fields)` from the parsed flags; `given` supplies the fields that no flag sets (derived ones).
+    Every field must come from one or the other: a field with neither is a programming error, not a silent
+    default."""
+    missing = [f.name for f in fields(cls) if f.name not in given and not hasattr(args, f.name)]
+    if missing:
+        raise TypeError(f"{cls.__name__} fields set by no flag and not given: {missing}")
+    return cls(**{f.name: given[f.name] if f.name in given else getattr(args, f.name) for f in fields(cls)})
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that say which log to read and how (the train command's)."""
+    from circuits.data import DEFAULT_DATA
+    from circuits.data.readers import FORMATS
+    from circuits.data.sequences import TIE_BREAKS
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", default=DEFAULT_DATA,
+                   help=f"'{DEFAULT_DATA}' (built-in document journeys) or a path: CSV/TSV/Parquet log (gzip ok) "
+                        f"or a MovieLens folder (100K, 1M, latest); default {DEFAULT_DATA}")
+    g.add_argument("--format", default="auto", choices=FORMATS, help="log format (default: detected)")
+    g.add_argument("--user-col", help="user column (default: user_id/userId/user…)")
+    g.add_argument("--item-col", help="item column (default: item_id/movieId/item…)")
+    g.add_argument("--time-col", help="timestamp column, numbers or ISO dates (default: timestamp/time/ts…)")
+    g.add_argument("--items", help="item metadata file (CSV/TSV/Parquet/JSONL) with id and title columns")
+    g.add_argument("--title-col", help="title column in the metadata (default: title/name)")
+    g.add_argument("--kcore", type=int, default=0, help="drop users/items with fewer interactions, repeatedly")
+    g.add_argument("--tie-break", default="file", choices=TIE_BREAKS,
+                   help="order of equal timestamps: as in the file (default) or by item id")
+    g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+
+
+def data_options(args: argparse.Namespace) -> dict:
+    """The `load_dataset` keyword arguments given by `add_data_arguments`' flags."""
+    return {"format": args.format, "user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
+            "items": args.items, "title_col": args.title_col, "kcore": args.kcore, "tie_break": args.tie_break,
+            "seed": args.data_seed}
+
+
+def dataset_from_args(args: argparse.Namespace):
+    from circuits.data import load_dataset
+
+    return load_dataset(args.data, **data_options(args))
+
+
+def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """For commands that read a run: where its data is now, if not where the run recorded it."""
+    g = parser.add_argument_group("the run's data (default: where the run recorded it)")
+    g.add_argument("--data", metavar="PATH",
+                   help="the run's log at another place (a copied run, moved data); the run's reading options "
+                        "(format, columns, k-core, tie-break) still apply, and the data must match the checkpoint")
+    g.add_argument("--items", metavar="PATH", help="the run's item metadata file at another place")
+
+
+def run_dataset(run, args: argparse.Namespace):
+    """The run's dataset, from `--data`/`--items` when given, else from where the run recorded it."""
+    return run.dataset(data=getattr(args, "data", None), items=getattr(args, "items", None))
+

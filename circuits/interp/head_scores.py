@@ -1,0 +1,198 @@
+"""Circuit scores of every head.
+
+- `ov_copying`: Σλ / Σ|λ| over the eigenvalues λ of the OV circuit W_E W_OV W_U (computed from the small
+  d_head × d_head factor product); near 1 = the head copies what it attends to.
+- `ov_self_top`: share of items whose largest OV output is themselves; `qk_self_top`: share of items whose
+  largest QK key (W_E W_QK W_Eᵀ) is themselves.
+- `ov_bigram_corr`: mean over source items of the correlation between the head's OV row and the L0 bigram row
+  (does the attended item boost what would follow it anyway?).
+- `positional_share`: on real histories, of the attention-score variation across keys, the share due to terms
+  that involve W_pos (vs. content alone).
+- `induction` / `previous_item`: mean attention, on repeated random item sequences `s s`, to the item after the
+  earlier copy of the current item / to the previous item (for attention over time gaps the sequences are one
+  item a minute).
+Composition (two or more layers): Q, K and V composition scores of every earlier head with every later head,
+with the mean score of random matrices of the same shapes as a baseline.
+All item × item work is blockwise; nothing n_items × n_items is built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+from transformer_lens.FactoredMatrix import FactoredMatrix
+from transformer_lens.utilities import composition_scores
+
+from circuits.interp.circuit_pairs import circuit_factors
+from circuits.model import AttnOnlyTransformer
+
+BLOCK = 2048
+
+
+def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None) -> tuple[float, float]:
+    """(share of rows whose argmax is the diagonal, mean row correlation with `reference`'s rows)."""
+    V = left.shape[0]
+    self_top, corr = 0, 0.0
+    for lo in range(1, V, BLOCK):
+        hi = min(lo + BLOCK, V)
+        block = (left[lo:hi] @ right)[:, 1:]  # padding column dropped: column j ↔ item j + 1
+        self_top += int((block.argmax(1) + 1 == torch.arange(lo, hi)).sum())
+        if reference is not None:
+            ref = (reference[0][lo:hi] @ reference[1])[:, 1:]
+            a, b = block - block.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
+            corr += float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).sum())
+    return self_top / (V - 1), corr / (V - 1)
+
+
+def repeated_sequences(d_vocab: int, half: int, n: int, seed: int = 0) -> Tensor:
+    """n sequences `s s`, s = `half` distinct random items: int64 [n, 2·half]."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.stack([torch.randperm(d_vocab - 1, generator=g)[:half] + 1 for _ in range(n)])
+    return torch.cat([s, s], dim=1)
+
+
+@torch.no_grad()
+def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int = 64, seed: int = 0) -> pd.DataFrame:
+    """Per head: mean attention to the induction key (after the earlier copy) and to the previous item."""
+    half = half or min(model.cfg.n_ctx // 2, 25)
+    x = repeated_sequences(model.cfg.d_vocab, half, n, seed)
+    times = (torch.arange(x.shape[1], dtype=torch.float64) * 60.0).expand(x.shape)  # read by time-gap attention only
+    _, cache = model.run_with_cache(x, times=times)
+    q = torch.arange(half, 2 * half)
+    rows = []
+    for l in range(model.cfg.n_layers):
+        pattern = cache[f"blocks.{l}.attn.hook_pattern"]  # [n, heads, q, k]
+        for h in range(model.cfg.n_heads):
+            p = pattern[:, h]
+            rows.append({"head": f"L{l}H{h}", "induction": float(p[:, q, q - half + 1].mean()),
+                         "previous_item": float(p[:, torch.arange(1, 2 * half), torch.arange(0, 2 * half - 1)].mean())})
+    return pd.DataFrame(rows).set_index("head")
+
+
+def _key_variance(scores: Tensor, mask: Tensor) -> Tensor:
+    """Variance across the allowed keys (`mask`) of each query's scores: [..., q, k] → [..., q]."""
+    n_keys = mask.sum(-1).clamp_min(1)
+    m = (scores * mask).sum(-1) / n_keys
+    return (((scores - m[..., None]) ** 2) * mask).sum(-1) / n_keys
+
+
+@torch.no_grad()
+def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str, float]:
+    """Per head: share of the across-key variance of attention scores due to terms involving W_pos.
+    Static attention: 1 over position distance alone, 0 over time gaps alone, NaN over both (not split);
+    uniform: NaN (no scores)."""
+    cfg = model.cfg
+    if cfg.attention != "learned":
+        one_kind = cfg.attention == "static" and not (cfg.distance_buckets and cfg.time_buckets)
+        share = (1.0 if cfg.distance_buckets else 0.0) if one_kind else float("nan")
+        return dict.fromkeys(model.head_labels(), share)
+    if model.W_pos is None:
+        return {label: 0.0 for label in model.head_labels()}
+    _, cache = model.run_with_cache(histories)
+    real = (histories != 0).float()
+    out = {}
+    for l, block in enumerate(model.blocks):
+        pos_part = cache["hook_pos_embed"]
+        content = cache[f"blocks.{l}.hook_resid_pre"] - pos_part
+        allowed = torch.isfinite(cache[f"blocks.{l}.attn.hook_attn_scores"])  # [b, h, q, k]
+        for h in range(model.cfg.n_heads):
+            W_QK = block.attn.QK.AB[h] / model.cfg.d_head**0.5
+            total = (content + pos_part) @ W_QK @ (content + pos_part).transpose(1, 2)
+            content_only = content @ W_QK @ content.transpose(1, 2)
+            mask = allowed[:, h] & (real[:, :, None] * real[:, None, :]).bool()
+            v_pos, v_content = _key_variance(total - content_only, mask), _key_variance(content_only, mask)
+            ok = mask.sum(-1) > 1
+            out[f"L{l}H{h}"] = float((v_pos / (v_pos + v_content).clamp_min(1e-12))[ok].mean())
+    return out
+
+
+@torch.no_grad()
+def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> pd.DataFrame:
+    """One row per head with every score in the module docstring."""
+    bigram = circuit_factors(model, "L0")
+    rows = []
+    for l in range(model.cfg.n_layers):
+        for h in range(model.cfg.n_heads):
+            label = f"L{l}H{h}"
+            ov_l, ov_r = circuit_factors(model, f"OV:{label}")
+            eig = FactoredMatrix(ov_l[1:], ov_r[:, 1:]).eigenvalues
+            ov_self, ov_corr = _row_stats(ov_l, ov_r, bigram)
+            learned = model.cfg.attention == "learned"
+            qk_self = _row_stats(*circuit_factors(model, f"QK:{label}"))[0] if learned else float("nan")
+            rows.append({"head": label, "ov_copying": float(eig.sum().real / eig.abs().sum()),
+                         "ov_self_top": ov_self, "ov_bigram_corr": ov_corr, "qk_self_top": qk_self})
+    out = pd.DataFrame(rows).set_index("head")
+    if not len(out):
+        return out
+    out = out.join(induction_scores(model))
+    if histories is not None:
+        out["positional_share"] = pd.Series(positional_share(model, histories))
+    return out
+
+
+def bucket_labels(kind: str, n_buckets: int) -> list[str]:
+    """Readable bucket names: distance `self, 1 back, 2–3 back, …`; time `self, < 1 s, [1 s, 2 s), [2 s, 4 s),
+    …` (half-open: the upper end belongs to the next bucket); the last bucket is open-ended."""
+    from circuits.interp.sources import format_gap
+
+    labels = ["self"]
+    for b in range(1, n_buckets):
+        if kind == "distance":
+            lo, hi = 2 ** (b - 1), 2**b - 1
+            text = f"{lo} back" if lo == hi else f"{lo}–{hi} back"
+            last = f"≥ {lo} back"
+        else:
+            if b == 1:
+                labels.append("< 1 s")
+                continue
+            lo, hi = 2.0 ** (b - 2), 2.0 ** (b - 1)
+            text, last = f"[{format_gap(lo)}, {format_gap(hi)})", f"≥ {format_gap(lo)}"
+        labels.append(last if b == n_buckets - 1 else text)
+    return labels
+
+
+def static_weights(model: AttnOnlyTransformer) -> pd.DataFrame:
+    """Static attention's learned scores, the whole of its "QK circuit": one row per head × kind (distance /
+    time) × bucket, with the bucket's label. Within a query, keys get softmax(score) over the visible ones."""
+    rows = []
+    for l, block in enumerate(model.blocks):
+        for kind, name in (("distance", "W_dist"), ("time", "W_time")):
+            if not hasattr(block.attn, name):
+                continue
+            W = getattr(block.attn, name).detach()
+            labels = bucket_labels(kind, W.shape[1])
+            for h in range(model.cfg.n_heads):
+                rows.extend({"head": f"L{l}H{h}", "kind": kind, "bucket": b, "label": labels[b],
+                             "score": float(W[h, b])} for b in range(W.shape[1]))
+    return pd.DataFrame(rows, columns=["head", "kind", "bucket", "label", "score"])
+
+
+def composition(model: AttnOnlyTransformer, n_random: int = 50, seed: int = 0) -> pd.DataFrame:
+    """Long format: kind (Q/K/V), source head (earlier layer), target head, score, random baseline, excess."""
+    cfg = model.cfg
+    OV = model.OV  # [layers, heads, d_model, d_model]
+    QK = model.QK if cfg.attention == "learned" else None
+    g = torch.Generator().manual_seed(seed)
+
+    def rand_factored():
+        return FactoredMatrix(torch.randn(cfg.d_model, cfg.d_head, generator=g),
+                              torch.randn(cfg.d_head, cfg.d_model, generator=g))
+
+    baseline = float(np.mean([composition_scores(rand_factored(), rand_factored(), broadcast_dims=False).item()
+                              for _ in range(n_random)]))
+    rows = []
+    with torch.no_grad():
+        for l2 in range(1, cfg.n_layers):
+            for l1 in range(l2):
+                for i in range(cfg.n_heads):
+                    for j in range(cfg.n_heads):
+                        src = OV[l1, i]
+                        kinds = [("V", OV[l2, j])] if QK is None else [("Q", QK[l2, j]), ("K", QK[l2, j].T),
+                                                                        ("V", OV[l2, j])]
+                        for kind, dst in kinds:
+                            s = composition_scores(src, dst, broadcast_dims=False).item()
+                            rows.append({"kind": kind, "source": f"L{l1}H{i}", "target": f"L{l2}H{j}", "score": s,
+                                         "baseline": baseline, "excess": s - baseline})
+    return pd.DataFrame(rows)

@@ -1,0 +1,84 @@
+"""A model (or none) and the baselines on validation and test, under every protocol and policy.
+
+`model_scorer` turns a model into the scorer the metrics take; `evaluate_model` returns the nested metrics
+dict a run stores as metrics.json; `metrics_table` flattens it for display.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from circuits.data.sequences import EvalSplit, SequenceDataset
+from circuits.errors import UserError
+from circuits.model import AttnOnlyTransformer, strip_left_padding
+from circuits.scoring.baselines import BASELINES, baseline_scorer
+from circuits.scoring.metrics import Scorer, evaluate_split
+
+PROTOCOLS = ("full/excluded", "full/included", "sampled")
+PROTOCOL_NOTES = {
+    "full/excluded": "full ranking over all items; items in the user's history removed (a repeated target counts as a miss)",
+    "full/included": "full ranking over all items; history items kept",
+    "sampled": "SAMPLED: target vs 100 items the user never touched, uniform, seeded",
+    "ties": "pessimistic",
+}
+
+
+def model_scorer(model: AttnOnlyTransformer, split: EvalSplit) -> Scorer:
+    """Scores for the next item after each (left-padded) history of `split`: logits at the last position.
+    (A model with time-gap attention reads the rows' `split.history_times`.)"""
+
+    def score(history: Tensor, rows: np.ndarray) -> Tensor:
+        if not model.cfg.uses_time:
+            return model.unembed(model.residual(strip_left_padding(history))[:, -1])
+        items, times = strip_left_padding(history, torch.from_numpy(split.history_times[rows]))
+        return model.unembed(model.residual(items, times)[:, -1])
+
+    return score
+
+
+def resolve_seen_policy(policy: str, ds: SequenceDataset) -> str:
+    """'auto' → 'included' where users repeat items, else 'excluded'."""
+    if policy == "auto":
+        return "included" if ds.has_repeats else "excluded"
+    if policy not in ("excluded", "included"):
+        raise UserError(f"unknown seen-item policy {policy!r} (auto, excluded, included)")
+    return policy
+
+
+def evaluate_model(
+    model: AttnOnlyTransformer | None, ds: SequenceDataset, n_ctx: int, baselines: tuple[str, ...] = BASELINES,
+    seed: int = 0,
+) -> dict:
+    """{"protocols": notes, "model": {split: {protocol: metrics}}, "baselines": {name: {split: {protocol: …}}}}."""
+    splits = {s: ds.eval_split(s, n_ctx) for s in ("valid", "test")}
+    out: dict = {"protocols": dict(PROTOCOL_NOTES)}
+    if model is not None:
+        out["model"] = {s: evaluate_split(model_scorer(model, sp), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
+    out["baselines"] = {
+        b: {s: evaluate_split(baseline_scorer(b, ds), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
+        for b in baselines
+    }
+    return out
+
+
+def metrics_table(metrics: dict, columns: tuple[str, ...] = ("HR@10", "NDCG@10", "MRR@10")) -> pd.DataFrame:
+    """`evaluate_model`'s nested dict → one row per (system, split, protocol), one column per metric."""
+    rows = []
+    systems = ([("model", metrics["model"])] if "model" in metrics else []) + list(metrics["baselines"].items())
+    for name, by_split in systems:
+        for split, by_protocol in by_split.items():
+            for protocol, m in by_protocol.items():
+                rows.append({"system": name, "split": split, "protocol": protocol, **{k: m[k] for k in columns}})
+    return pd.DataFrame(rows)
+
+
+def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0) -> dict:
+    """`evaluate_model` for a loaded run, on its own data (rebuilt and fingerprint-checked) unless `ds` is given."""
+    if ds is None:
+        ds = run.dataset()
+    else:
+        run.check_data(ds)
+    return evaluate_model(run.model, ds, run.model.cfg.n_ctx, seed=seed)

@@ -1,0 +1,56 @@
+"""Next-item loss: cross-entropy at every real position, over all items or over sampled negatives.
+
+Full softmax (`n_negatives=0`) scores the target against every item. Sampled softmax scores it against K
+negatives shared by the batch (uniform or popularity-proportional), with the log-Q correction
+`logit - log q(item)` on every candidate so the sampled loss estimates the full one.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuits.config import SAMPLINGS
+from circuits.data.sequences import SequenceDataset
+from circuits.errors import UserError
+from circuits.model import AttnOnlyTransformer
+
+
+def next_item_loss(
+    model: AttnOnlyTransformer,
+    inputs: Int[Tensor, "batch pos"],
+    targets: Int[Tensor, "batch pos"],
+    n_negatives: int,
+    log_q: Float[Tensor, " d_vocab"] | None = None,
+    times: Float[Tensor, "batch pos"] | None = None,
+) -> Tensor:
+    """Mean cross-entropy over real positions (target ≠ 0); logits only where there is a target."""
+    resid = model.residual(inputs, times)
+    mask = targets != 0
+    r, y = resid[mask], targets[mask]  # [N, d_model], [N]
+    W_U = model.W_U
+    if n_negatives == 0:
+        logits = r @ W_U
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, y)
+    assert log_q is not None
+    neg = torch.multinomial(log_q.exp(), n_negatives, replacement=True)  # [K], shared by the batch
+    pos_logit = (r * W_U[:, y].T).sum(-1, keepdim=True) - log_q[y][:, None]
+    neg_logit = r @ W_U[:, neg] - log_q[neg][None, :]
+    neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))  # a negative equal to the target
+    logits = torch.cat([pos_logit, neg_logit], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
+
+
+def negative_log_q(ds: SequenceDataset, sampling: str) -> Float[Tensor, " d_vocab"]:
+    """log of the negative-sampling distribution over items (padding: probability 0)."""
+    if sampling == "uniform":
+        q = torch.ones(ds.d_vocab, dtype=torch.float64)
+    elif sampling == "popularity":
+        q = torch.from_numpy(ds.train_counts()).double() + 1.0
+    else:
+        raise UserError(f"unknown negative sampling {sampling!r} ({', '.join(SAMPLINGS)})")
+    q[0] = 0.0
+    return (q / q.sum()).log().float()

@@ -1,0 +1,40 @@
+"""The training rules as pure functions: learning rate, plateau decay, stopping, batch order.
+
+Kept out of the loop so each can be tested (and plotted) on its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def learning_rate(base_lr: float, step: int, warmup_steps: int, scale: float = 1.0) -> float:
+    """Linear warm-up over the first `warmup_steps` steps, times the plateau scale."""
+    return base_lr * scale * min(1.0, (step + 1) / max(warmup_steps, 1))
+
+
+def decay_due(epoch: int, best_epoch: int, last_decay: int, patience: int) -> bool:
+    """After `epoch`: is the learning rate multiplied by the decay factor? Yes once `patience` epochs have
+    passed without a better validation score, counted from the best epoch or from the last decay, whichever
+    is later (`patience` 0: never)."""
+    return patience > 0 and epoch - max(best_epoch, last_decay) >= patience
+
+
+def stop_reason(epoch: int, best_epoch: int, patience: int, elapsed_s: float, max_minutes: float) -> str | None:
+    """After `epoch`: 'patience' (no better validation score for `patience` epochs), 'time limit', or None."""
+    if epoch - best_epoch >= patience:
+        return "patience"
+    if max_minutes and elapsed_s >= max_minutes * 60:
+        return "time limit"
+    return None
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of sequences of similar length, so padding columns can be cut off.
+
+    Sequences are sorted by length with a random tie order, cut into consecutive batches, and the batch
+    order is shuffled: every sequence appears once per epoch; only which ones share a batch is constrained.
+    """
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
