@@ -1,5 +1,7 @@
 """Analyses on tiny synthetic data where the right answer is known."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -50,11 +52,26 @@ def test_a_zero_layer_model_ignores_everything_but_the_latest_item(tiny_runs):
     torch.testing.assert_close(a, b)
 
 
-def test_order_table_has_every_transform_and_changes_against_intact(tiny_runs):
-    table = order_sensitivity(tiny_runs[1])
-    assert list(table["transform"]) == ["intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated"]
-    assert table.loc[0, "NDCG@10_change"] == 0
-    np.testing.assert_allclose(table["NDCG@10_change"], table["NDCG@10"] - table.loc[0, "NDCG@10"])
+def test_order_table_against_a_per_user_loop_and_the_stored_test_metric(tiny_runs):
+    """Each transform's NDCG@10 = the model run user by user on the unpadded transformed history, ranked by
+    hand (pessimistic ties, all items: this data's policy is 'included'); intact = the run's own test metric."""
+    run = tiny_runs[1]
+    assert run.seen_policy == "included"
+    table = order_sensitivity(run, seed=3).set_index("transform")
+    assert list(table.index) == ["intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated"]
+    test = run.dataset().eval_split("test", run.model.cfg.n_ctx)
+    intact = run.metrics["model"]["test"]["full/included"]["NDCG@10"]
+    for kind in table.index:
+        histories = transform_histories(test.history, kind, seed=3)
+        gains = []
+        for history, target in zip(histories, test.target):
+            with torch.no_grad():
+                scores = run.model(torch.from_numpy(history[history != 0])[None])[0, -1, 1:]
+            rank = 1 + int((scores > scores[target - 1]).sum()) + int((scores == scores[target - 1]).sum()) - 1
+            gains.append(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
+        assert table.loc[kind, "NDCG@10"] == pytest.approx(np.mean(gains), abs=1e-9), kind
+        assert table.loc[kind, "NDCG@10_change"] == pytest.approx(np.mean(gains) - intact, abs=1e-9), kind
+    assert table.loc["intact", "NDCG@10"] == pytest.approx(intact, abs=1e-12)
 
 
 def test_translation_geometry_against_numpy():
@@ -221,13 +238,13 @@ def test_depth_sweep_trains_each_depth_and_seed_once_and_summarises(tiny_runs, t
         depth.main(["--data", folder, "--max-minutes", "0", "--out", str(tmp_path / "e")])
     # the sweep's report page: the summary, every run, the learning curves; drawn in a browser when there is one
     from circuits.report import build_report
-    from tests.browser import find_chromium, open_in_chromium
+    from tests.browser import have_chromium, open_in_chromium
 
     page = build_report([], tmp_path / "sweep.html", sweep=tmp_path / "d", progress=False)
     html = page.read_text()
     assert ">Experiment: depth sweep</h2>" in html and "2 epochs" in html
     assert all(f">L{l}-s{s}</td>" in html for l in (0, 1) for s in (0, 1))
-    if find_chromium() is not None:
+    if have_chromium():
         seen = open_in_chromium(page, tmp_path / "browser")
         assert seen["errors"] == [] and seen["drawn"] == seen["figures"] == 2 and seen["requests"] == []
 
@@ -257,18 +274,25 @@ def test_static_and_uniform_attention_go_through_training_decomposition_and_repo
     assert run.metrics["model"]["test"]["full/included"]["NDCG@10"] == pytest.approx(ndcg)
     decompose.main([str(tmp_path / "r"), "--seq-id", str(ds.user_ids[0]), "--paths"])
     assert "L1H0<-L0H1" in capsys.readouterr().out
+    heads.main([str(tmp_path / "r"), "--json"])
+    scores = json.loads(capsys.readouterr().out)
+    # no QK: value composition only, of every layer-0 head with every layer-1 head
+    assert sorted((c["kind"], c["source"], c["target"]) for c in scores["composition"]) == [
+        ("V", f"L0H{i}", f"L1H{j}") for i in range(2) for j in range(2)]
+    assert [h["head"] for h in scores["heads"]] == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    static_kinds = {w["kind"] for w in scores["static_weights"] or []}
+    assert static_kinds == {"static": {"distance"}, "static-time": {"time"}, "static-both": {"distance", "time"},
+                            "uniform": set()}[attention]
     heads.main([str(tmp_path / "r")])
-    out = capsys.readouterr().out
-    assert "L1H1" in out and "V" in out  # V composition only: there is no QK
-    assert ("static attention scores per time bucket" in out) == run.model.cfg.uses_time
+    assert ("static attention scores per time bucket" in capsys.readouterr().out) == run.model.cfg.uses_time
     with pytest.raises(UserError, match="no QK circuit"):
         pairs.main([str(tmp_path / "r"), "--circuit", "QK:L0H0"])
     page = build_report([tmp_path / "r"], tmp_path / "r.html", experiments=True, progress=False)
     html = page.read_text()
     assert ">Attention patterns</h2>" in html and "QK:L0H0" not in html
     assert ("Static attention weights" in html) == (kind == "static")
-    from tests.browser import find_chromium, open_in_chromium
+    from tests.browser import have_chromium, open_in_chromium
 
-    if find_chromium() is not None and over == "both":
+    if over == "both" and have_chromium():
         seen = open_in_chromium(page, tmp_path / "browser")
         assert seen["errors"] == [] and seen["drawn"] == seen["figures"] > 0 and seen["requests"] == []

@@ -106,13 +106,26 @@ def test_split_windows_and_seen_sets():
     assert ds.train_counts().tolist() == [0, 2, 2, 1, 1, 0, 0]
 
 
-def test_preprocessing_is_cached_and_fingerprinted(tmp_path):
+def test_preprocessing_is_cached_and_fingerprinted(tmp_path, monkeypatch):
+    import circuits.data.sequences as sequences
+
     path = write_log(tmp_path / "log.csv")
-    a = load_dataset(str(path), user_col="uid", item_col="doc", time_col="ts")
-    b = load_dataset(str(path), user_col="uid", item_col="doc", time_col="ts")
-    assert a.fingerprint == b.fingerprint
-    c = load_dataset(str(path), user_col="uid", item_col="doc", time_col="ts", tie_break="item")
+    cols = {"user_col": "uid", "item_col": "doc", "time_col": "ts"}
+    before = set(sequences.cache_dir().glob("*.npz"))
+    a = load_dataset(str(path), **cols)
+    assert len(set(sequences.cache_dir().glob("*.npz")) - before) == 1  # the result was written to the cache
+    with monkeypatch.context() as m:  # a second load must not read the log at all
+        m.setattr(sequences, "read_log", lambda spec: pytest.fail("read the log again despite the cache"))
+        b = load_dataset(str(path), **cols)
+    assert b.fingerprint == a.fingerprint and np.array_equal(b.items, a.items)
+    assert list(b.item_ids) == list(a.item_ids) and np.array_equal(b.timestamps, a.timestamps)
+    # other options, or other file contents, are other entries
+    c = load_dataset(str(path), tie_break="item", **cols)
     assert c.fingerprint != a.fingerprint
+    write_log(path, LOG.assign(ts=LOG["ts"] + 1))
+    d = load_dataset(str(path), **cols)
+    assert np.array_equal(d.timestamps, a.timestamps + 1)
+    assert len(set(sequences.cache_dir().glob("*.npz")) - before) == 3
 
 
 @pytest.mark.parametrize(

@@ -117,14 +117,19 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_plateau_decay_only_lowers_the_lr_after_epochs_without_improvement(journeys, tmp_path):
-    run_train(journeys, tmp_path / "d", 1, "--decay-patience", "1", "--epochs", "8", "--patience", "8")
-    epochs = load_run(tmp_path / "d").epochs
-    lr, score = epochs["lr"].to_numpy(), epochs["valid_NDCG@10"].to_numpy()
-    assert (lr[1:] <= lr[:-1]).all()
-    for e in range(len(lr) - 1):
-        if score[e] > score[:e].max(initial=-1):  # a new best: the next epoch keeps the lr
-            assert lr[e + 1] == lr[e]
+def test_plateau_decay_and_checkpoint_follow_the_validation_scores(journeys, tmp_path, monkeypatch):
+    """Scripted validation scores, so the decay must fire: after 2 epochs without a better score (counted from
+    the best epoch or the last decay) the lr halves; the checkpoint is the first best epoch."""
+    import circuits.training.loop as loop
+
+    scores = iter([0.10, 0.20, 0.20, 0.20, 0.20, 0.30, 0.30, 0.30, 0.30])
+    monkeypatch.setattr(loop, "validate", lambda *a, **kw: {"HR@10": 0.5, "NDCG@10": next(scores), "MRR@10": 0.1})
+    run_train(journeys, tmp_path / "d", 0, "--decay-patience", "2", "--decay-factor", "0.5", "--epochs", "9",
+              "--patience", "9", "--lr", "0.01")
+    run = load_run(tmp_path / "d")
+    assert run.epochs["lr"].tolist() == pytest.approx([0.01] * 4 + [0.005] * 4 + [0.0025])
+    assert run.epochs["valid_NDCG@10"].tolist() == [0.10, 0.20, 0.20, 0.20, 0.20, 0.30, 0.30, 0.30, 0.30]
+    assert run.metrics["training"]["best_epoch"] == 5 and run.metrics["training"]["stopped_by"] == "epochs"
 
 
 def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys):

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from circuits.config import ModelConfig
-from circuits.interp.head_scores import composition, head_scores, induction_scores, repeated_sequences
+from circuits.interp.head_scores import composition, head_scores, induction_scores, positional_share, repeated_sequences
 from circuits.model import build_model
 
 
@@ -30,7 +30,44 @@ def test_scores_match_dense_computations():
             bigram = (E @ U)[1:, 1:]
             corr = np.mean([np.corrcoef(ov[i].detach(), bigram[i].detach())[0, 1] for i in range(22)])
             assert abs(row.ov_bigram_corr - corr) < 1e-4
-            assert 0 <= row.positional_share <= 1
+
+
+@torch.no_grad()
+def test_positional_share_against_a_per_query_loop():
+    """For each real query with ≥ 2 visible keys: the scores' variance across keys from the terms that involve
+    W_pos (q_full·k_full − q_content·k_content) against the content-only scores' variance, with numpy."""
+    model = model_with()
+    histories = torch.randint(1, 23, (5, 10))
+    histories[0, :4] = 0  # left padding
+    got = positional_share(model, histories)
+    _, cache = model.run_with_cache(histories)
+    pos = cache["hook_pos_embed"].double().numpy()
+    for l, block in enumerate(model.blocks):
+        resid = cache[f"blocks.{l}.hook_resid_pre"].double().numpy()
+        for h in range(2):
+            W_Q, W_K = block.attn.W_Q[h].double().numpy(), block.attn.W_K[h].double().numpy()
+            shares = []
+            for b in range(len(histories)):
+                real = np.flatnonzero(histories[b].numpy() != 0)
+                for q in real[1:]:
+                    keys = real[real <= q]
+                    content = resid[b] - pos[b]
+                    full = (resid[b, q] @ W_Q) @ (resid[b, keys] @ W_K).T / np.sqrt(4)
+                    content_only = (content[q] @ W_Q) @ (content[keys] @ W_K).T / np.sqrt(4)
+                    v_pos, v_content = np.var(full - content_only), np.var(content_only)
+                    shares.append(v_pos / (v_pos + v_content))
+            assert got[f"L{l}H{h}"] == pytest.approx(np.mean(shares), rel=1e-4)
+
+
+@torch.no_grad()
+def test_positional_share_is_0_without_positions_and_1_without_content():
+    model = model_with(n_layers=1)
+    histories = torch.randint(1, 23, (4, 8))
+    model.W_pos.zero_()
+    assert all(v == pytest.approx(0.0) for v in positional_share(model, histories).values())
+    model = model_with(n_layers=1)
+    model.W_E[:] = model.W_E[1]  # every item the same: the scores vary across keys by position only
+    assert all(v == pytest.approx(1.0) for v in positional_share(model, histories).values())
 
 
 def test_induction_score_reads_the_key_after_the_earlier_copy():

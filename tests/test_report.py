@@ -1,6 +1,5 @@
 """HTML reports: section builders against direct computations, escaping, and a real headless browser."""
 
-import os
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,7 @@ from circuits.report import build_report
 from circuits.report import sections as S
 from circuits.report.page import Section, render, table_html
 from circuits.runs import load_run
-from tests.browser import find_chromium, open_in_chromium
+from tests.browser import open_in_chromium, require_chromium
 from tests.helpers import tiny_journeys, train_tiny
 
 HOSTILE = ["<img src=x onerror=alert(1)>", "</script><script>alert(2)</script>", "\"><svg onload=alert(3)>",
@@ -105,10 +104,7 @@ def test_sections_render_in_order_with_deterministic_figure_ids():
 
 
 def test_report_in_a_real_browser(hostile_runs, tmp_path):
-    if find_chromium() is None:
-        if os.environ.get("CIRCUITS_REQUIRE_BROWSER"):
-            pytest.fail("Chromium is required here (CIRCUITS_REQUIRE_BROWSER) but not on PATH")
-        pytest.skip("Chromium not installed (Debian: apt-get install chromium); the browser test needs it")
+    require_chromium()
     for runs, name in (([hostile_runs[2]], "one.html"), ([hostile_runs[0], hostile_runs[2]], "compare.html")):
         out = build_report(runs, tmp_path / name, experiments=True, progress=False)
         seen = open_in_chromium(out, tmp_path / f"browser-{name}")
@@ -121,8 +117,7 @@ def test_report_in_a_real_browser(hostile_runs, tmp_path):
 
 def test_browser_probe_sees_errors_alerts_and_requests(tmp_path):
     """The harness itself can fail: a page that errs, alerts and fetches is reported as such."""
-    if find_chromium() is None:
-        pytest.skip("Chromium not installed")
+    require_chromium()
     page = tmp_path / "bad.html"
     page.write_text('<!DOCTYPE html><html><head></head><body><img src="http://127.0.0.1:9/x.png">'
                     "<script>alert(1); undefinedFunction();</script></body></html>")
@@ -130,3 +125,15 @@ def test_browser_probe_sees_errors_alerts_and_requests(tmp_path):
     assert seen["alerts"] == ["1"] and seen["images"] == 1
     assert seen["errors"][0].startswith("Uncaught ReferenceError") and len(seen["errors"]) == 2  # + the failed image
     assert seen["requests"] == ["http://127.0.0.1:9/x.png"]
+
+
+def test_a_required_browser_that_is_missing_fails_the_test(monkeypatch):
+    import tests.browser as browser
+
+    monkeypatch.setattr(browser, "find_chromium", lambda: None)
+    monkeypatch.setenv("CIRCUITS_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="required"):
+        browser.require_chromium()
+    monkeypatch.delenv("CIRCUITS_REQUIRE_BROWSER")
+    with pytest.raises(pytest.skip.Exception):
+        browser.require_chromium()

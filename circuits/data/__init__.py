@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from circuits.data.readers import LogSpec, read_log
 from circuits.data.sequences import EvalSplit, Preprocess, SequenceDataset, build_dataset, load_log_dataset
-
-DEFAULT_DATA = "synthetic"
+from circuits.data.synthetic import DEFAULT_DATA, SyntheticConfig, ensure_synthetic
 
 
 def load_dataset(
@@ -21,13 +20,10 @@ def load_dataset(
     tie_break: str = "file",
     seed: int = 0,
 ) -> SequenceDataset:
-    """`data` = "synthetic" (the built-in default, generated with `seed`) or a path to a log.
-
-    """
+    """`data` = "synthetic" (the built-in default, generated with `seed` on first use and cached) or a path to
+    a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it."""
     pre = Preprocess(kcore=kcore, tie_break=tie_break)
     if data == DEFAULT_DATA:
-        from circuits.data.synthetic import SyntheticConfig, ensure_synthetic
-
         spec = LogSpec(str(ensure_synthetic(SyntheticConfig(seed=seed))))
         return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})")
     spec = LogSpec(data, format, user_col, item_col, time_col, items, title_col)

@@ -49,6 +49,7 @@ SERIES_NAMES = ["Foundations", "Deep dive", "Masterclass", "Walkthrough", "Cours
 # Bumped whenever the same config generates different data (2: induction replays continue), so cached
 # folders of an older generator are never reused.
 GENERATOR_VERSION = 2
+DEFAULT_DATA = "synthetic"  # the name that stands for this generator's default data, wherever a log path goes
 MECHANISMS = ("start", "induction", "series", "repeat", "revisit", "jump", "topic")
 
 
@@ -237,8 +238,6 @@ def load_ground_truth(folder: Path) -> dict:
 def ground_truth_of(source: str, seed: int = 0) -> dict | None:
     """The planted ground truth of a data source, if it is synthetic: 'synthetic' (the built-in default with
     `seed`) or a folder (or a file in one) written by the generator; None for any other data."""
-    from circuits.data import DEFAULT_DATA
-
     folder = ensure_synthetic(SyntheticConfig(seed=seed)) if source == DEFAULT_DATA else Path(source)
     path = (folder if folder.is_dir() else folder.parent) / "ground_truth.json"
     return json.loads(path.read_text()) if path.exists() else None

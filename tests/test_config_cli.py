@@ -1,0 +1,71 @@
+"""Every config field is reachable from its command's flags, and every flag lands in its own field."""
+
+from dataclasses import fields
+
+import pytest
+
+from circuits import synthetic, train
+from circuits.config import ModelConfig, TrainConfig
+from circuits.data.synthetic import SyntheticConfig
+from circuits.errors import UserError
+
+
+def nondefault(f) -> tuple[list[str], object]:
+    """(flag arguments, the value the field must then hold), different from the field's default."""
+    meta = f.metadata
+    flag = meta.get("flags", ("--" + f.name.replace("_", "-"),))[0]
+    if meta.get("action") in ("store_true", "store_false"):
+        return [flag], not f.default
+    if "choices" in meta:
+        value = next(c for c in meta["choices"] if c != f.default)
+        return [flag, value], value
+    if meta.get("nargs") == "*":
+        return [flag, "1.5", "7"], (1.5, 7.0)
+    value = f.default + 3 if isinstance(f.default, int) else round(f.default + 0.05, 6)
+    return [flag, str(value)], value
+
+
+def test_every_model_and_train_field_is_set_by_its_flag():
+    parser = train.build_parser()
+    for cls in (ModelConfig, TrainConfig):
+        for f in fields(cls):
+            if "help" not in f.metadata:
+                continue
+            argv, want = nondefault(f)
+            model_cfg, train_cfg = train.configs_from_args(parser.parse_args(argv), d_vocab=50, longest=1000)
+            got = getattr(model_cfg if cls is ModelConfig else train_cfg, f.name)
+            assert got == want, f"{' '.join(argv)} set {cls.__name__}.{f.name} to {got!r}, not {want!r}"
+
+
+def test_the_fields_without_a_flag_of_their_own_are_derived():
+    """d_vocab from the data, n_ctx capped by it, the bucket counts from --static-over: each reaches its field."""
+    parser = train.build_parser()
+    no_flag = {f.name for f in fields(ModelConfig) if "help" not in f.metadata}
+    assert no_flag == {"d_vocab", "distance_buckets", "time_buckets"}
+    model_cfg, _ = train.configs_from_args(parser.parse_args(["--n-ctx", "300"]), d_vocab=77, longest=40)
+    assert (model_cfg.d_vocab, model_cfg.n_ctx, model_cfg.distance_buckets, model_cfg.time_buckets) == (77, 39, 12, 0)
+    for over, buckets in (("distance", (12, 0)), ("time", (0, 32)), ("both", (12, 32))):
+        args = parser.parse_args(["--attention", "static", "--static-over", over])
+        model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
+        assert (model_cfg.distance_buckets, model_cfg.time_buckets) == buckets
+    with pytest.raises(UserError, match="--static-over goes with --attention static"):
+        train.configs_from_args(parser.parse_args(["--static-over", "time"]), d_vocab=77, longest=40)
+
+
+def test_every_train_flag_is_a_config_field_or_a_data_or_run_option():
+    other = {"data", "format", "user_col", "item_col", "time_col", "items", "title_col", "kcore", "tie_break",
+             "data_seed", "out", "resume", "overwrite", "quiet", "static_over", "help"}
+    config_fields = {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
+    dests = {a.dest for a in train.build_parser()._actions}
+    assert dests - config_fields - other == set()
+    assert {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls) if "help" in f.metadata} <= dests
+
+
+def test_every_synthetic_field_is_set_by_its_flag():
+    parser = synthetic.build_parser()
+    from circuits.cli import config_from_args
+
+    for f in fields(SyntheticConfig):
+        argv, want = nondefault(f)
+        got = getattr(config_from_args(SyntheticConfig, parser.parse_args(["--out", "x", *argv])), f.name)
+        assert got == want, f"{' '.join(argv)} set {f.name} to {got!r}"
