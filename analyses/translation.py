@@ -1,14 +1,20 @@
-"""Translation vector: how constant is what the attention layers add to the user vector?
+"""Translation vector: is what the attention layers add to the user vector a constant offset?
 
-For each attention layer, the vector it writes into the residual stream at the last position (the sum of
-its heads' outputs) is collected over the users of a split. If it were the same for everyone, the layer
-would only translate the user vector — a fixed offset, not a context-specific circuit. Two views:
+The user vector is the final residual stream at the last position of a history (its logits rank the next
+item). The story's one-layer finding suggests that the attention layers add about the same vector to every
+user's: a translation that moves it somewhere more useful, not a context-specific signal. Everything here is
+measured at that last position; the earlier positions are left as they are.
 
-- geometry: `mean_share` = ‖mean‖² / mean ‖v‖² (the part of the second moment that is the constant mean)
-  and `along_mean` = mean (v·m̂)² / mean ‖v‖² (the part along the mean's direction);
-- behaviour: NDCG@10 intact, with each head (and each whole layer) replaced by its dataset mean over real
-  positions (mean-ablation), and set to zero (zero-ablation). If mean-ablation keeps most of what zero-
-  ablation loses, the heads act as a translation.
+- geometry, per layer (its output v at the last position, over the users of the split): `mean_share` =
+  ‖mean‖² / mean ‖v‖² (the part of the second moment that is the constant mean) and `along_mean` =
+  mean (v·m̂)² / mean ‖v‖² (the part along the mean's direction);
+- behaviour: NDCG@10 on the split, intact and with the last-position output of each head, each layer and all
+  attention layers together replaced by (a) its mean over the validation users (`mean_ablated`), (b) zero
+  (`zero_ablated`: removed), and (c) for the last layer and for all layers together, whose replacement enters
+  the logits linearly, the one constant vector that best predicts the validation targets (`fitted`: full-
+  softmax cross-entropy, convex in the vector, solved by L-BFGS from the mean): the best any translation can
+  do. `kept_by_mean` and `kept_by_fitted` = the share of what removal loses that the constant recovers
+  (1 = the heads act as a constant translation; 0 = no better than removing them).
 
     python -m analyses.translation runs/ml1m-L1 runs/ml1m-L2 --out reports/translation
 """
@@ -16,31 +22,48 @@ would only translate the user vector — a fixed offset, not a context-specific 
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 import torch
+import torch.nn.functional as F
 
-from circuits.interp.ablation import ablated_heads, mean_head_results
+from circuits.interp.ablation import ablated_heads, ablated_layers
 from circuits.model import strip_left_padding
+from circuits.scoring.evaluator import model_scorer
 from circuits.scoring.metrics import metrics_from_ranks, split_ranks
+
+ALL_LAYERS = "all attention layers"
 
 
 @torch.no_grad()
-def layer_outputs(model, histories: np.ndarray, times: np.ndarray, batch: int = 256) -> dict[int, torch.Tensor]:
-    """Per layer: its attention output at the last position, [n_users, d_model] (`times`: the histories'
-    timestamps, read by time-gap attention)."""
-    out: dict[int, list] = {l: [] for l in range(model.cfg.n_layers)}
-    for lo in range(0, len(histories), batch):
-        x, t = strip_left_padding(torch.from_numpy(histories[lo : lo + batch]), torch.from_numpy(times[lo : lo + batch]))
-        _, cache = model.run_with_cache(x, times=t, names_filter=lambda n: n.endswith("hook_attn_out"))
-        for l in out:
-            out[l].append(cache[f"blocks.{l}.hook_attn_out"][:, -1])
-    return {l: torch.cat(v) for l, v in out.items()}
+def last_position_outputs(model, split, batch: int = 256) -> dict[str, torch.Tensor]:
+    """Over the users of `split`, each [n_users, d_model] at the last position of the history: every head's
+    output (`L{l}H{h}`), every layer's (`L{l+1}`, the sum of its heads), the direct path (`direct` = embedding
+    + position) and the residual stream entering the last layer (`into_last_layer`)."""
+    n_layers = model.cfg.n_layers
+    wanted = ("hook_embed", "hook_pos_embed", f"blocks.{n_layers - 1}.hook_resid_pre")
+    parts: dict[str, list] = {}
+    for lo in range(0, len(split), batch):
+        x, t = strip_left_padding(torch.from_numpy(split.history[lo : lo + batch]),
+                                  torch.from_numpy(split.history_times[lo : lo + batch]))
+        _, cache = model.run_with_cache(x, times=t, names_filter=lambda n: n in wanted or n.endswith(
+            ("attn.hook_result", "hook_attn_out")))
+        direct = cache["hook_embed"][:, -1] + (cache["hook_pos_embed"][:, -1] if model.W_pos is not None else 0)
+        got = {"direct": direct, "into_last_layer": cache[f"blocks.{n_layers - 1}.hook_resid_pre"][:, -1]}
+        for l in range(n_layers):
+            got[f"L{l + 1}"] = cache[f"blocks.{l}.hook_attn_out"][:, -1]
+            for h in range(model.cfg.n_heads):
+                got[f"L{l}H{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, -1, h]
+        for k, v in got.items():
+            parts.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def geometry(outputs: dict[int, torch.Tensor]) -> pd.DataFrame:
+    """Per layer (key l → its outputs [n_users, d_model]): norms, `mean_share`, `along_mean`."""
     rows = []
     for l, v in outputs.items():
         v = v.double()
@@ -52,37 +75,84 @@ def geometry(outputs: dict[int, torch.Tensor]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ablations(model, split, d_vocab: int, policy: str) -> pd.DataFrame:
-    """NDCG@10 intact and with each head / each layer mean- and zero-ablated."""
-    from circuits.scoring.evaluator import model_scorer
+def fit_translation(base: torch.Tensor, targets: torch.Tensor, W_U: torch.Tensor, init: torch.Tensor,
+                    max_iter: int = 100) -> torch.Tensor:
+    """argmin_c mean CE(softmax((base + c) W_U), targets) over all items (padding never a candidate): the
+    best constant vector to add to every user's `base` [n, d_model]. Convex in c; L-BFGS from `init`."""
+    base, W_U = base.detach().double(), W_U.detach().double()
+    c = init.detach().double().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([c], max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
 
-    def ndcg() -> float:
-        return metrics_from_ranks(split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"])["NDCG@10"]
+    def loss():
+        opt.zero_grad()
+        logits = (base + c) @ W_U
+        logits[:, 0] = float("-inf")
+        value = F.cross_entropy(logits, targets)
+        value.backward()
+        return value
 
-    means = mean_head_results(model, torch.from_numpy(split.history[:1024]), torch.from_numpy(split.history_times[:1024]))
-    groups = {h: [h] for h in model.head_labels()}
-    groups.update({f"L{l + 1} (all heads)": [h for h in model.head_labels() if h.startswith(f"L{l}H")]
-                   for l in range(model.cfg.n_layers)})
+    opt.step(loss)
+    return c.detach().to(init.dtype)
+
+
+def ablations(model, valid, test, d_vocab: int, policy: str) -> pd.DataFrame:
+    """NDCG@10 on `test` intact and with the last-position output of each head, each layer and all layers
+    replaced by its validation mean, by zero, and (last layer, all layers) by the fitted constant."""
+    def ndcg(context=None) -> float:
+        with context or nullcontext():
+            ranks = split_ranks(model_scorer(model, test), test, d_vocab, n_sampled=0)[f"full/{policy}"]
+        return metrics_from_ranks(ranks)["NDCG@10"]
+
+    L = model.cfg.n_layers
+    out_valid = last_position_outputs(model, valid)
+    means = {k: v.mean(0) for k, v in out_valid.items()}
+
+    def fitted_constant(layers: list[int]) -> torch.Tensor | None:
+        """The best constant for these layers' last-position outputs together, where it enters the logits
+        linearly: all layers (on top of the direct path) or the last layer (on top of what enters it)."""
+        if layers == list(range(L)):
+            base, init = out_valid["direct"], sum(means[f"L{l + 1}"] for l in layers)
+        elif layers == [L - 1]:
+            base, init = out_valid["into_last_layer"], means[f"L{L}"]
+        else:
+            return None
+        return fit_translation(base, torch.from_numpy(valid.target), model.W_U, init)
+
     intact = ndcg()
     rows = []
-    for name, heads in groups.items():
-        with ablated_heads(model, {h: means[h] for h in heads}):
-            mean_abl = ndcg()
-        with ablated_heads(model, dict.fromkeys(heads)):
-            zero_abl = ndcg()
-        lost_zero = intact - zero_abl
-        rows.append({"ablated": name, "intact": intact, "mean_ablated": mean_abl, "zero_ablated": zero_abl,
-                     "kept_by_mean": (mean_abl - zero_abl) / lost_zero if abs(lost_zero) > 1e-12 else np.nan})
-    return pd.DataFrame(rows)
+    for head in model.head_labels():
+        rows.append({"ablated": head, "kind": "head", "intact": intact,
+                     "mean_ablated": ndcg(ablated_heads(model, {head: means[head]}, position=-1)),
+                     "zero_ablated": ndcg(ablated_heads(model, {head: None}, position=-1)), "fitted": np.nan})
+    groups = {f"L{l + 1}": [l] for l in range(L)} | ({ALL_LAYERS: list(range(L))} if L > 1 else {})
+    for name, layers in groups.items():
+        fit = fitted_constant(layers)
+        # the fitted constant stands for all the replaced layers at once: it goes into the last, the others are 0
+        fitted = np.nan if fit is None else ndcg(ablated_layers(
+            model, {l: (fit if l == layers[-1] else None) for l in layers}, position=-1))
+        rows.append({"ablated": name, "kind": "layer" if len(layers) == 1 else "all layers", "intact": intact,
+                     "mean_ablated": ndcg(ablated_layers(model, {l: means[f"L{l + 1}"] for l in layers}, position=-1)),
+                     "zero_ablated": ndcg(ablated_layers(model, dict.fromkeys(layers), position=-1)),
+                     "fitted": fitted})
+    table = pd.DataFrame(rows)
+    lost = table["intact"] - table["zero_ablated"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        table["kept_by_mean"] = np.where(lost.abs() > 1e-12, (table["mean_ablated"] - table["zero_ablated"]) / lost, np.nan)
+        table["kept_by_fitted"] = np.where(lost.abs() > 1e-12, (table["fitted"] - table["zero_ablated"]) / lost, np.nan)
+    return table
 
 
 def translation_vector(run, ds=None, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(geometry per layer, ablations per head and layer) for one run."""
+    """(geometry per layer on `split`, ablations per head / layer / all layers on `split`) for one run; the
+    means and the fitted constants come from the validation split."""
     ds = ds or run.dataset()
-    sp = ds.eval_split(split, run.model.cfg.n_ctx)
+    n_ctx = run.model.cfg.n_ctx
+    valid, evaluated = ds.eval_split("valid", n_ctx), ds.eval_split(split, n_ctx)
+    outputs = last_position_outputs(run.model, evaluated)
+    geo = geometry({l: outputs[f"L{l + 1}"] for l in range(run.model.cfg.n_layers)}).assign(run=run.path.name)
     policy = run.seen_policy
-    geo = geometry(layer_outputs(run.model, sp.history, sp.history_times)).assign(run=run.path.name)
-    abl = ablations(run.model, sp, ds.d_vocab, policy).assign(run=run.path.name, protocol=f"full/{policy}")
+    abl = ablations(run.model, valid, evaluated, ds.d_vocab, policy).assign(run=run.path.name,
+                                                                             protocol=f"full/{policy}")
     return geo, abl
 
 
@@ -91,10 +161,11 @@ def translation_figure(abl: pd.DataFrame) -> go.Figure:
 
     fig = go.Figure()
     labels = [f"{safe(r)} · {safe(a)}" for r, a in zip(abl["run"], abl["ablated"])]
-    for col, name in (("intact", "intact"), ("mean_ablated", "mean-ablated"), ("zero_ablated", "zero-ablated")):
+    for col, name in (("intact", "intact"), ("fitted", "best constant (fitted)"), ("mean_ablated", "mean"),
+                      ("zero_ablated", "removed")):
         fig.add_bar(name=name, x=labels, y=abl[col].round(4))
-    fig.update_layout(**LAYOUT, title="Test NDCG@10: heads replaced by their mean vs removed", barmode="group",
-                      yaxis_title="NDCG@10", height=420)
+    fig.update_layout(**LAYOUT, title="Test NDCG@10 with the last-position output replaced by a constant vs removed",
+                      barmode="group", yaxis_title="NDCG@10", height=420)
     return fig
 
 

@@ -105,7 +105,59 @@ def test_constant_head_outputs_are_a_pure_translation(tiny_runs):
     model.eval()
     geo, abl = translation_vector(dataclasses.replace(run, model=model))
     assert geo["mean_share"].tolist() == pytest.approx([1.0]) and geo["along_mean"].tolist() == pytest.approx([1.0])
+    assert list(abl["ablated"]) == ["L0H0", "L0H1", "L1"]
     np.testing.assert_allclose(abl["mean_ablated"], abl["intact"])
+
+
+@torch.no_grad()
+def test_last_position_outputs_against_a_per_user_forward(tiny_runs):
+    from analyses.translation import last_position_outputs
+
+    model = tiny_runs[1].model
+    test = tiny_runs[1].dataset().eval_split("test", model.cfg.n_ctx)
+    out = last_position_outputs(model, test, batch=7)
+    for i in (0, 5, len(test) - 1):
+        x = torch.from_numpy(test.history[i][test.history[i] != 0])[None]
+        _, cache = model.run_with_cache(x)
+        for h in range(2):
+            torch.testing.assert_close(out[f"L0H{h}"][i], cache["blocks.0.attn.hook_result"][0, -1, h])
+        torch.testing.assert_close(out["L1"][i], cache["blocks.0.attn.hook_result"][0, -1].sum(0), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out["direct"][i], model.W_E[x[0, -1]] + model.W_pos[x.shape[1] - 1])
+
+
+@torch.no_grad()
+def test_replacing_a_layer_at_the_last_position_leaves_the_others(tiny_runs):
+    from circuits.interp.ablation import ablated_layers
+
+    model = tiny_runs[1].model
+    x = torch.tensor([[3, 5, 7, 9, 11]])
+    c = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    intact = model(x)
+    with ablated_layers(model, {0: c}, position=-1):
+        replaced = model(x)
+    torch.testing.assert_close(replaced[0, :-1], intact[0, :-1])
+    direct = model.W_E[11] + model.W_pos[4]
+    torch.testing.assert_close(replaced[0, -1], (direct + c) @ model.W_U)
+
+
+def test_the_fitted_translation_is_the_cross_entropy_minimum():
+    """Convex in c: at the solution the gradient vanishes, and the loss is below the starting point's."""
+    from analyses.translation import fit_translation
+
+    g = torch.Generator().manual_seed(1)
+    base, W_U = torch.randn(200, 6, generator=g), torch.randn(6, 30, generator=g)
+    targets = torch.randint(1, 30, (200,), generator=g)
+
+    def loss(c):
+        logits = (base.double() + c) @ W_U.double()
+        logits[:, 0] = float("-inf")
+        return torch.nn.functional.cross_entropy(logits, targets)
+
+    init = torch.zeros(6)
+    c = fit_translation(base, targets, W_U, init).double().requires_grad_(True)
+    value = loss(c)
+    value.backward()
+    assert c.grad.abs().max() < 1e-5 and value < loss(init.double())
 
 
 def test_same_item_shares_against_direct_computations(tiny_runs):

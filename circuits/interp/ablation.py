@@ -42,21 +42,40 @@ def ablated(model: AttnOnlyTransformer, head: str, value: torch.Tensor | None = 
 
 
 @contextmanager
-def ablated_heads(model: AttnOnlyTransformer, replacements: dict[str, torch.Tensor | None]):
-    """Several heads at once: each `L{l}H{h}` outputs its replacement (None = zeros) at every position."""
+def ablated_heads(model: AttnOnlyTransformer, replacements: dict[str, torch.Tensor | None], position: int | None = None):
+    """Several heads at once: each `L{l}H{h}` outputs its replacement (None = zeros) at every position, or only
+    at `position` (e.g. -1: the last, where the user vector is read; on left-padded or stripped batches every
+    row's last position is its query)."""
     by_layer: dict[int, dict[int, torch.Tensor | None]] = {}
     for head, value in replacements.items():
         l, h = (int(x) for x in head[1:].split("H"))
         by_layer.setdefault(l, {})[h] = value
+    where = slice(None) if position is None else position
 
     def hook_for(heads):
-        def hook(result, hook):
+        def hook(result, hook):  # [batch, pos, n_heads, d_model]
             for h, value in heads.items():
-                result[:, :, h] = 0.0 if value is None else value
+                result[:, where, h] = 0.0 if value is None else value
             return result
         return hook
 
     with model.hooks(fwd_hooks=[(f"blocks.{l}.attn.hook_result", hook_for(heads)) for l, heads in by_layer.items()]):
+        yield model
+
+
+@contextmanager
+def ablated_layers(model: AttnOnlyTransformer, replacements: dict[int, torch.Tensor | None], position: int | None = None):
+    """Whole attention layers: layer l's output (the sum of its heads, `blocks.{l}.hook_attn_out`) becomes its
+    replacement (None = zeros) at every position, or only at `position`."""
+    where = slice(None) if position is None else position
+
+    def hook_for(value):
+        def hook(attn_out, hook):  # [batch, pos, d_model]
+            attn_out[:, where] = 0.0 if value is None else value
+            return attn_out
+        return hook
+
+    with model.hooks(fwd_hooks=[(f"blocks.{l}.hook_attn_out", hook_for(v)) for l, v in replacements.items()]):
         yield model
 
 

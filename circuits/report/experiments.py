@@ -61,10 +61,12 @@ def experiment_sections(run, ds) -> list[Section]:
         return out
     geo, abl = translation_vector(run, ds)
     sec = Section("Experiment: translation vector", anchor="translation")
-    sec.text("mean_share: part of the second moment of each layer's output (last position, over test users) that is "
-             "its mean vector; along_mean: part along the mean's direction. Then NDCG@10 with heads replaced by "
-             "their mean output vs removed; kept_by_mean = share of the removal loss the mean recovers (1 = the "
-             "heads act as a constant translation of the user vector).")
+    sec.text("Does attention add the same vector to every user vector (the last position)? mean_share: part of the "
+             "second moment of each layer's last-position output, over test users, that is its mean vector; "
+             "along_mean: part along the mean's direction. Then test NDCG@10 with the last-position output of each "
+             "head, layer and all layers replaced by its validation mean, removed, and (last layer, all layers) "
+             "replaced by the best constant vector fitted on validation; kept_by_mean / kept_by_fitted = share of "
+             "the removal loss the constant recovers (1 = the heads act as a constant translation).")
     sec.table(geo.drop(columns=["run"])).table(abl.drop(columns=["run"])).figure(translation_figure(abl))
     out.append(sec)
     same = same_item_attention(run, ds)
