@@ -99,12 +99,13 @@ def recorded_dataset(config: dict, run_path: Path, data: str | None = None, item
     from circuits.data import load_dataset
 
     rec = config["data"]
+    source = data_source(config, run_path, data)
     options = dict(rec["options"])
     if items is not None:
         options["items"] = items
     elif options.get("items"):
         options["items"] = _locate(run_path, options["items"], rec.get("items_absolute"), "item metadata", "--items")
-    ds = load_dataset(data_source(config, run_path, data), **options)
+    ds = load_dataset(source, **options)
     check_data(config, run_path, ds)
     return ds
 

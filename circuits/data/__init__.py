@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from circuits.data.readers import LogSpec, read_log
+from circuits.data.readers import DEFAULT_DATA, LogSpec, read_log
 from circuits.data.sequences import EvalSplit, Preprocess, SequenceDataset, build_dataset, load_log_dataset
-from circuits.data.synthetic import DEFAULT_DATA, SyntheticConfig, ensure_synthetic
 
 
 def load_dataset(
@@ -24,6 +23,9 @@ def load_dataset(
     a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it."""
     pre = Preprocess(kcore=kcore, tie_break=tie_break)
     if data == DEFAULT_DATA:
+        # imported here, not above: `python -m circuits.data.synthetic` must find the module not yet imported
+        from circuits.data.synthetic import SyntheticConfig, ensure_synthetic
+
         spec = LogSpec(str(ensure_synthetic(SyntheticConfig(seed=seed))))
         return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})")
     spec = LogSpec(data, format, user_col, item_col, time_col, items, title_col)

@@ -26,6 +26,7 @@ ITEM_COLUMNS = ("item_id", "movieId", "item", "iid", "doc_id", "document_id")
 TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date")
 TITLE_COLUMNS = ("title", "name", "item_title")
 FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest")
+DEFAULT_DATA = "synthetic"  # stands for the built-in generated data wherever a log path goes
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from circuits.config import option
+from circuits.data.readers import DEFAULT_DATA
 from circuits.errors import UserError
 
 TOPICS = [
@@ -49,7 +50,6 @@ SERIES_NAMES = ["Foundations", "Deep dive", "Masterclass", "Walkthrough", "Cours
 # Bumped whenever the same config generates different data (2: induction replays continue), so cached
 # folders of an older generator are never reused.
 GENERATOR_VERSION = 2
-DEFAULT_DATA = "synthetic"  # the name that stands for this generator's default data, wherever a log path goes
 MECHANISMS = ("start", "induction", "series", "repeat", "revisit", "jump", "topic")
 
 

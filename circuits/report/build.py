@@ -116,6 +116,8 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
 
     runs = [load_run(d) for d in run_dirs]
     ds = runs[0].dataset(data, items) if runs else None
+    if seq_ids and ds is not None:
+        _check_users(ds, seq_ids)  # before any work: an unknown id is a one-line error, not a broken progress bar
     if sweep is not None:
         if runs:
             raise UserError("give either run directories or --sweep FOLDER, not both")

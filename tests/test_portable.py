@@ -1,0 +1,60 @@
+"""A run directory copied elsewhere, its data moved elsewhere again: every command that reads a run works
+with --data (and --items), and without it says so in one line."""
+
+import shutil
+
+import pytest
+
+from analyses import order, same_item, translation
+from circuits import decompose, evaluate, heads, pairs
+from circuits.errors import UserError
+from circuits.report import __main__ as report
+from circuits.runs import load_run
+from tests.helpers import tiny_journeys, train_tiny
+
+
+@pytest.fixture(scope="module")
+def moved(tmp_path_factory):
+    """(copied run, where its log is now, where its item file is now): trained from a log file and an explicit
+    item metadata file, then the run copied to another folder and the data moved to a third."""
+    root = tmp_path_factory.mktemp("portable")
+    folder = tiny_journeys(root / "a" / "data", n_users=60, max_length=12)
+    run = train_tiny(folder / "interactions.tsv.gz", root / "a" / "run", 1, "--items", str(folder / "items.tsv"))
+    shutil.copytree(run, root / "b" / "copied-run")
+    shutil.move(folder, root / "c" / "moved-data")
+    shutil.rmtree(root / "a")
+    data = root / "c" / "moved-data"
+    return root / "b" / "copied-run", data / "interactions.tsv.gz", data / "items.tsv"
+
+
+def test_every_command_reads_a_moved_run_with_data_and_items(moved, tmp_path, capsys):
+    run, log, items = (str(p) for p in moved)
+    where = ["--data", log, "--items", items]
+    user = load_run(run).dataset(log, items).user_ids[0]
+    assert evaluate.main([run, *where, "--json"]) == 0
+    assert decompose.main([run, "--seq-id", str(user), *where]) == 0
+    assert decompose.main([run, "--all", "--out", str(tmp_path / "ranks.parquet"), *where]) == 0
+    assert pairs.main([run, "--circuit", "OV:L0H1", *where]) == 0
+    assert heads.main([run, *where]) == 0
+    assert report.main([run, "--out", str(tmp_path / "r.html"), "--quiet", *where]) == 0
+    for analysis in (order, translation, same_item):
+        assert analysis.main([run, "--out", str(tmp_path / analysis.__name__), *where]) == 0
+    out = capsys.readouterr().out
+    assert "Chess" in out or "Astronomy" in out or "Baking" in out  # titles came from the moved item file
+
+
+def test_without_data_a_moved_run_says_where_to_point(moved):
+    run, log, _ = moved
+    with pytest.raises(UserError, match="not where it was recorded.*--data PATH"):
+        load_run(run).dataset()
+    with pytest.raises(UserError, match="item metadata .* not where it was recorded.*--items PATH"):
+        load_run(run).dataset(str(log))
+
+
+def test_a_run_copied_together_with_its_data_finds_it_by_the_relative_path(moved, tmp_path):
+    run, log, items = moved
+    shutil.copytree(run, tmp_path / "x" / "run")
+    shutil.copytree(log.parent, tmp_path / "x" / "data")
+    # recorded relative to the run: ../data/… as the run was trained next to its data
+    ds = load_run(tmp_path / "x" / "run").dataset()
+    assert ds.n_users == 60
