@@ -49,7 +49,7 @@ def main() -> None:
             "decompose --seq-id": ["circuits.decompose", r, "--seq-id", str(first)],
             "decompose --all": ["circuits.decompose", r, "--all", "--out", str(out / f"{name}-ranks.parquet")],
             "pairs L0 top 100": ["circuits.pairs", r, "--circuit", "L0", "--top", "100"],
-            "heads": ["circuits.heads", r],
+            **({"heads": ["circuits.heads", r]} if run.model.cfg.n_layers else {}),  # a 0-layer run has no heads
             "report": ["circuits.report", r, "--quiet", "--out", str(out / f"{name}.html")],
         }
         for step, cmd in steps.items():

@@ -53,6 +53,8 @@ def add_config_arguments(group, cls) -> None:
             kw["action"] = meta["action"]
         else:
             kw["type"] = meta.get("type", type(f.default))
+            if "choices" not in meta:  # argparse lists the choices themselves
+                kw["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()  # --layers LAYERS, not N_LAYERS
             kw["help"] += f" (default {f.default})"
             for key in ("choices", "nargs"):
                 if key in meta:
