@@ -85,9 +85,9 @@ def open_in_chromium(page: Path, work: Path, timeout: float = 120) -> dict:
     body = dom[start + len('<pre id="__probe">') : dom.index("</pre>", start)]
     import html as html_lib
 
-    report = json.loads(html_lib.unescape(body))
-    report["requests"] = requested_urls(netlog)
-    return report
+    seen = json.loads(html_lib.unescape(body))
+    seen["requests"] = requested_urls(netlog)
+    return seen
 
 
 def requested_urls(netlog: Path) -> list[str]:

@@ -53,12 +53,12 @@ def test_train_and_evaluate_each_depth(journeys, tmp_path, capsys, layers):
     assert run.vocab["title"].iloc[1] != "" and run.vocab["index"].iloc[0] == 0
     capsys.readouterr()
     assert evaluate.main([str(out), "--json"]) == 0
-    report = json.loads(capsys.readouterr().out)
+    metrics = json.loads(capsys.readouterr().out)
     for split in ("valid", "test"):
         for protocol in ("full/excluded", "full/included", "sampled"):
-            m = report["model"][split][protocol]
+            m = metrics["model"][split][protocol]
             assert {"HR@1", "NDCG@5", "MRR@20", "NDCG@10"} <= set(m) and 0 <= m["NDCG@10"] <= 1
-    assert set(report["baselines"]) == {"most-popular", "repeat", "markov"}
+    assert set(metrics["baselines"]) == {"most-popular", "repeat", "markov"}
     # the checkpoint is the best validation epoch, and metrics.json says which
     best = run.epochs["valid_NDCG@10"].idxmax()
     assert run.metrics["training"]["best_epoch"] == int(run.epochs["epoch"][best])
