@@ -13,7 +13,7 @@ mutate() {  # $1 = mutation, in the current folder (a scratch clone)
     pip-fails)        sed -i 's/"tqdm>=4.66",/"tqdm>=4.66",\n    "no-such-package-for-circuits-ci==0.0",/' pyproject.toml ;;
     module-left-out)  sed -i 's/include = \["circuits\*", "analyses\*"\]/include = ["circuits", "circuits.data", "circuits.training", "circuits.scoring", "circuits.report", "analyses"]/' pyproject.toml ;;
     training-fails)   sed -i 's/^    ds = dataset_from_args(args)$/    raise RuntimeError("broken on purpose")/' circuits/train.py ;;
-    lint-fails)       sed -i '1a import os  # unused on purpose' circuits/model.py ;;
+    lint-fails)       printf 'import os  # unused on purpose\n' >> circuits/model.py ;;
     *) echo "unknown mutation $1"; return 2 ;;
   esac
   git diff --quiet && { echo "mutation $1 changed nothing"; return 2; }

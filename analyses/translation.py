@@ -12,8 +12,8 @@ measured at that last position; the earlier positions are left as they are.
   attention layers together replaced by (a) its mean over the validation users (`mean_ablated`), (b) zero
   (`zero_ablated`: removed), and (c) for the last layer and for all layers together, whose replacement enters
   the logits linearly, the one constant vector that best predicts the validation targets (`fitted`: full-
-  softmax cross-entropy, convex in the vector, solved by L-BFGS from the mean): the best any translation can
-  do. `kept_by_mean` and `kept_by_fitted` = the share of what removal loses that the constant recovers
+  softmax cross-entropy, convex in the vector, solved by L-BFGS from the mean): the translation that fits
+  the targets best (by cross-entropy, not NDCG). `kept_by_mean` and `kept_by_fitted` = the share of what removal loses that the constant recovers
   (1 = the heads act as a constant translation; 0 = no better than removing them).
 
     python -m analyses.translation runs/ml1m-L1 runs/ml1m-L2 --out reports/translation
@@ -91,7 +91,7 @@ def fit_translation(base: torch.Tensor, targets: torch.Tensor, W_U: torch.Tensor
         value.backward()
         return value
 
-    opt.step(loss)
+    opt.step(loss)  # LBFGS runs the closure with gradients on, also when called under no_grad
     return c.detach().to(init.dtype)
 
 

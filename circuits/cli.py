@@ -81,14 +81,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     from circuits.data.sequences import TIE_BREAKS
 
     g = parser.add_argument_group("data")
-    g.add_argument("--data", default=DEFAULT_DATA,
+    g.add_argument("--data",  # None = the default, so that an explicit --data (e.g. with --resume) can be told apart
                    help=f"'{DEFAULT_DATA}' (built-in document journeys) or a path: CSV/TSV/Parquet log (gzip ok) "
-                        f"or a MovieLens folder (100K, 1M, latest); default {DEFAULT_DATA}")
+                        f"or a MovieLens folder (100K, 1M, latest); default {DEFAULT_DATA}; with --resume: where "
+                        "the unfinished run's data is now, if it moved")
     g.add_argument("--format", default="auto", choices=FORMATS, help="log format (default: detected)")
     g.add_argument("--user-col", help="user column (default: user_id/userId/user…)")
     g.add_argument("--item-col", help="item column (default: item_id/movieId/item…)")
     g.add_argument("--time-col", help="timestamp column, numbers or ISO dates (default: timestamp/time/ts…)")
-    g.add_argument("--items", help="item metadata file (CSV/TSV/Parquet/JSONL) with id and title columns")
+    g.add_argument("--items", help="item metadata file (CSV/TSV/Parquet/JSONL) with id and title columns (with "
+                   "--resume: where the run's item file is now)")
     g.add_argument("--title-col", help="title column in the metadata (default: title/name)")
     g.add_argument("--kcore", type=int, default=0, help="drop users/items with fewer interactions, repeatedly")
     g.add_argument("--tie-break", default="file", choices=TIE_BREAKS,
@@ -103,10 +105,17 @@ def data_options(args: argparse.Namespace) -> dict:
             "seed": args.data_seed}
 
 
+def data_source_arg(args: argparse.Namespace) -> str:
+    """`--data`, or the built-in default when it was not given."""
+    from circuits.data import DEFAULT_DATA
+
+    return DEFAULT_DATA if args.data is None else args.data
+
+
 def dataset_from_args(args: argparse.Namespace):
     from circuits.data import load_dataset
 
-    return load_dataset(args.data, **data_options(args))
+    return load_dataset(data_source_arg(args), **data_options(args))
 
 
 def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:

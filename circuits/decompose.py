@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         s = s.assign(gap=s["gap"].map(format_gap))
         print(s[["head", "key_pos", "title", "gap", "weight", "ov_logit", "contribution"]].to_string(
             index=False, float_format="%.3f", max_colwidth=50))
-        print("\n" + view["same_item_shares"].to_string(float_format="%.3f"))
+        print("\n" + view["same_item_attention"].to_string(float_format="%.3f"))
     return 0
 
 

@@ -70,8 +70,9 @@ def data_record(source: str, options: dict, run_dir: Path) -> dict:
 
 def _locate(run_path: Path, recorded: str, absolute: str | None, what: str, flag: str) -> str:
     """The first of (recorded path, relative paths taken from the run directory; the absolute path) that exists."""
-    # lexically, like os.path.relpath wrote it: the run directory itself need not exist yet (a resumed run)
-    candidates = [Path(os.path.normpath(Path(run_path).expanduser().absolute() / recorded))]
+    # from the resolved run directory (as data_record took it: symlinks followed), then lexically, as
+    # os.path.relpath wrote it: the run directory itself need not exist yet (a resumed run)
+    candidates = [Path(os.path.normpath(Path(run_path).expanduser().resolve() / recorded))]
     if absolute:
         candidates.append(Path(absolute))
     for c in candidates:

@@ -14,6 +14,7 @@ from circuits.cli import (
     add_data_arguments,
     config_from_args,
     data_options,
+    data_source_arg,
     dataset_from_args,
     run_cli,
 )
@@ -61,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         if not args.out:
             raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        return _resume(Path(args.out), args.quiet)
+        return _resume(Path(args.out), args.quiet, args.data, args.items)
     if args.n_layers < 0:
         raise UserError(f"--layers must be 0 or more, got {args.n_layers}")
     configs_from_args(args, d_vocab=2, longest=2)  # bad flags fail here, before the data is read
-    out = Path(args.out or f"runs/{Path(args.data).name}-L{args.n_layers}-{time.strftime('%Y%m%d-%H%M%S')}")
+    source = data_source_arg(args)
+    out = Path(args.out or f"runs/{Path(source).name}-L{args.n_layers}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists (use --overwrite, or another --out)")
     if partial_dir(out).exists():
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     model_cfg, train_cfg = configs_from_args(args, ds.d_vocab, int(ds.lengths.max()))
     print(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; "
           f"n_ctx {model_cfg.n_ctx}", file=sys.stderr)
-    record = {"data": data_record(args.data, data_options(args), out),
+    record = {"data": data_record(source, data_options(args), out),
               "argv": ["python", "-m", "circuits.train", *argv]}
     try:
         train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet)
@@ -88,14 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _resume(out: Path, quiet: bool) -> int:
+def _resume(out: Path, quiet: bool, data: str | None = None, items: str | None = None) -> int:
     from circuits.training.loop import train
 
     part = partial_dir(out)
     if not (part / "state.pt").exists():
         raise UserError(f"nothing to resume: {part / 'state.pt'} not found")
     config = json.loads((part / "config.json").read_text())
-    ds = recorded_dataset(config, out, None, None)  # found like a finished run's data, and fingerprint-checked
+    ds = recorded_dataset(config, out, data, items)  # found like a finished run's data, and fingerprint-checked
     train(ds, ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), out,
           {"data": config["data"]}, resume=True, progress=not quiet)
     _print_summary(out)

@@ -154,7 +154,8 @@ def test_the_fitted_translation_is_the_cross_entropy_minimum():
         return torch.nn.functional.cross_entropy(logits, targets)
 
     init = torch.zeros(6)
-    c = fit_translation(base, targets, W_U, init).double().requires_grad_(True)
+    with torch.no_grad():  # as in a notebook cell under no_grad: the fit still gets its gradients
+        c = fit_translation(base, targets, W_U, init).double().requires_grad_(True)
     value = loss(c)
     value.backward()
     assert c.grad.abs().max() < 1e-5 and value < loss(init.double())

@@ -39,8 +39,17 @@ def extra(command, tmp_path) -> list[str]:
     return ["--out", str(tmp_path / "out")] if command in (order, translation, same_item) else []
 
 
+@pytest.fixture
+def empty_cwd(tmp_path, monkeypatch):
+    """Commands run in an empty folder (their default outputs, e.g. reports/, would land here)."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return cwd
+
+
 @pytest.mark.parametrize("command", RUN_READERS, ids=lambda c: c.__name__)
-def test_a_missing_or_incomplete_run_directory(command, runs, tmp_path, capsys):
+def test_a_missing_or_incomplete_run_directory(command, runs, tmp_path, empty_cwd, capsys):
     assert "run directory not found" in one_line_error(command.main, [str(tmp_path / "nope"), *extra(command, tmp_path)],
                                                         capsys)
     broken = tmp_path / "broken"
@@ -48,13 +57,14 @@ def test_a_missing_or_incomplete_run_directory(command, runs, tmp_path, capsys):
     (broken / "vocab.tsv").unlink()
     assert "not a complete run directory" in one_line_error(command.main, [str(broken), *extra(command, tmp_path)],
                                                              capsys)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and list(empty_cwd.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [heads, translation, same_item], ids=lambda c: c.__name__)
-def test_a_zero_layer_run_where_heads_are_needed_is_the_same_error_everywhere(command, runs, tmp_path, capsys):
+def test_a_zero_layer_run_where_heads_are_needed_is_the_same_error_everywhere(command, runs, tmp_path, empty_cwd,
+                                                                              capsys):
     assert "0-layer" in one_line_error(command.main, [str(runs[0]), *extra(command, tmp_path)], capsys)
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "out").exists() and list(empty_cwd.iterdir()) == []
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -69,7 +79,7 @@ def test_bad_training_flags(argv, message, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_bad_arguments_of_every_other_command(runs, tmp_path, capsys):
+def test_bad_arguments_of_every_other_command(runs, tmp_path, empty_cwd, capsys):
     run = str(runs[1])
     assert "unknown sequence id" in one_line_error(decompose.main, [run, "--seq-id", "nobody"], capsys)
     assert "unknown circuit" in one_line_error(pairs.main, [run, "--circuit", "XY:1"], capsys)
@@ -80,7 +90,7 @@ def test_bad_arguments_of_every_other_command(runs, tmp_path, capsys):
     assert "data not found" in one_line_error(diagnostics.main, [str(tmp_path / "none.csv")], capsys)
     assert "give a training budget" in one_line_error(depth.main, ["--max-minutes", "0", "--out", str(tmp_path / "d")],
                                                       capsys)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd"] and list(empty_cwd.iterdir()) == []
 
 
 @pytest.mark.parametrize("module", ["circuits.synthetic", "circuits.data.synthetic"])

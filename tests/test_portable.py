@@ -58,3 +58,41 @@ def test_a_run_copied_together_with_its_data_finds_it_by_the_relative_path(moved
     # recorded relative to the run: ../data/… as the run was trained next to its data
     ds = load_run(tmp_path / "x" / "run").dataset()
     assert ds.n_users == 60
+
+
+def test_an_interrupted_run_resumes_from_moved_data(tmp_path, monkeypatch):
+    import circuits.training.loop as loop
+    from circuits import train
+
+    folder = tiny_journeys(tmp_path / "data", n_users=40, max_length=10)
+    real_validate, calls = loop.validate, []
+
+    def interrupt_in_second_epoch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(loop, "validate", interrupt_in_second_epoch)
+    assert train_tiny(folder, tmp_path / "run", 0) and (tmp_path / "run.partial" / "state.pt").exists()
+    monkeypatch.setattr(loop, "validate", real_validate)
+    shutil.move(folder, tmp_path / "elsewhere")
+    with pytest.raises(UserError, match="--data PATH"):
+        train.main(["--resume", "--out", str(tmp_path / "run"), "--quiet"])
+    assert train.main(["--resume", "--out", str(tmp_path / "run"), "--quiet", "--data", str(tmp_path / "elsewhere")]) == 0
+    assert load_run(tmp_path / "run").dataset(str(tmp_path / "elsewhere")).n_users == 40
+
+
+def test_the_relative_path_holds_through_a_symlinked_run_folder(tmp_path):
+    from circuits.runs import data_record, data_source
+
+    (tmp_path / "real" / "deep" / "runs").mkdir(parents=True)
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "runs").symlink_to(tmp_path / "real" / "deep" / "runs")
+    log = tmp_path / "proj" / "data" / "log.csv"
+    log.parent.mkdir()
+    log.write_text("user_id,item_id,timestamp\n")
+    run_dir = tmp_path / "proj" / "runs" / "r"
+    record = data_record(str(log), {}, run_dir)
+    del record["source_absolute"]  # only the relative path left
+    assert data_source({"data": record}, run_dir) == str(log.resolve())

@@ -61,5 +61,5 @@ def decompose_sequence(
     return {
         "user_id": user_id, "split": split, "query_position": q, "target_item": ds.item_ids[target],
         "target_title": ds.titles[target], "n_items": ds.n_items, "sequence": seq, "components": components,
-        "sources": sources, "same_item_shares": same_item_shares(sources) if len(sources) else pd.DataFrame(),
+        "sources": sources, "same_item_attention": same_item_shares(sources) if len(sources) else pd.DataFrame(),
     }
