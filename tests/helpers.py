@@ -47,3 +47,19 @@ def with_random_distance_weights(model, seed: int):
             if hasattr(block.attn, name):
                 getattr(block.attn, name).data = torch.randn(getattr(block.attn, name).shape, generator=g)
     return model
+
+
+def interrupt_at_second_epoch(monkeypatch):
+    """Make training raise KeyboardInterrupt in its second epoch's validation; return the real function."""
+    import circuits.training.loop as training
+
+    real_validate, calls = training.validate, []
+
+    def crash(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_validate(*a, **kw)
+
+    monkeypatch.setattr(training, "validate", crash)
+    return real_validate

@@ -11,6 +11,7 @@ from circuits import evaluate, train
 from circuits.data.synthetic import SyntheticConfig, write
 from circuits.errors import UserError
 from circuits.runs import load_run
+from tests.helpers import interrupt_at_second_epoch
 
 TINY = SyntheticConfig(n_topics=4, docs_per_topic=10, series_per_topic=1, n_users=120, min_length=8, max_length=16)
 FAST = ["--d-model", "16", "--d-head", "8", "--batch-size", "32", "--quiet", "--warmup-steps", "5"]
@@ -23,22 +24,6 @@ def journeys(tmp_path_factory):
 
 def run_train(journeys, out, layers, *extra):
     return train.main(["--layers", str(layers), "--data", str(journeys), "--out", str(out), "--epochs", "3", *FAST, *extra])
-
-
-def interrupt_at_second_epoch(monkeypatch):
-    """Make training raise KeyboardInterrupt in its second epoch's validation; return the real function."""
-    import circuits.training.loop as training
-
-    real_validate, calls = training.validate, []
-
-    def crash(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*a, **kw)
-
-    monkeypatch.setattr(training, "validate", crash)
-    return real_validate
 
 
 @pytest.mark.parametrize("layers", [0, 1, 2])

@@ -10,7 +10,7 @@ from circuits import decompose, evaluate, heads, pairs
 from circuits.errors import UserError
 from circuits.report import __main__ as report
 from circuits.runs import load_run
-from tests.helpers import tiny_journeys, train_tiny
+from tests.helpers import interrupt_at_second_epoch, tiny_journeys, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +65,7 @@ def test_an_interrupted_run_resumes_from_moved_data(tmp_path, monkeypatch):
     from circuits import train
 
     folder = tiny_journeys(tmp_path / "data", n_users=40, max_length=10)
-    real_validate, calls = loop.validate, []
-
-    def interrupt_in_second_epoch(*a, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_validate(*a, **kw)
-
-    monkeypatch.setattr(loop, "validate", interrupt_in_second_epoch)
+    real_validate = interrupt_at_second_epoch(monkeypatch)
     assert train_tiny(folder, tmp_path / "run", 0) and (tmp_path / "run.partial" / "state.pt").exists()
     monkeypatch.setattr(loop, "validate", real_validate)
     shutil.move(folder, tmp_path / "elsewhere")
