@@ -21,13 +21,14 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
     """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition; with
     `experiments`, also order sensitivity, translation vector and same-item attention)."""
     ds = ds or run.dataset()
+    users = _check_users(ds, seq_ids) if seq_ids else None  # before any work: an unknown id is one error line
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
     sections = [S.run_card(run)]
     steps.update()
     table = S.rank_table_for(run, ds)
     sections.append(S.rank_section(run, table, ds.n_items))
     steps.update()
-    users = _check_users(ds, seq_ids) if seq_ids else S.representative_users(table)
+    users = users or S.representative_users(table)
     sections.append(S.pairs_section(run, ds, top_pairs, min_count))
     steps.update()
     heads = S.heads_section(run, ds)
@@ -54,6 +55,7 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
     if len(fingerprints) > 1:
         raise UserError("the runs were trained on different data; a comparison page needs runs on the same data")
     ds = ds or runs[0].dataset()
+    users = _check_users(ds, seq_ids) if seq_ids else None  # before any work: an unknown id is one error line
     names = [S.run_name(r) for r in runs]
     if len(set(names)) < len(names):
         names = [str(r.path) for r in runs]
@@ -83,7 +85,7 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
         ranks.figure(plots.share_bars(gains))
 
     deepest = max(range(len(runs)), key=lambda i: runs[i].model.cfg.n_layers)
-    users = _check_users(ds, seq_ids) if seq_ids else S.representative_users(tables[names[deepest]])
+    users = users or S.representative_users(tables[names[deepest]])
     att = Section("Attention patterns per model", anchor="attention")
     att.text(f"The same test users for every model (the last {window} items). Hover for titles, weight and time gap.")
     for u in users:
@@ -116,8 +118,6 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
 
     runs = [load_run(d) for d in run_dirs]
     ds = runs[0].dataset(data, items) if runs else None
-    if seq_ids and ds is not None:
-        _check_users(ds, seq_ids)  # before any work: an unknown id is a one-line error, not a broken progress bar
     if sweep is not None:
         if runs:
             raise UserError("give either run directories or --sweep FOLDER, not both")
