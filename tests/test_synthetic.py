@@ -1,3 +1,6 @@
+import difflib
+from functools import cache
+
 import pandas as pd
 
 from circuits.data import load_dataset
@@ -6,9 +9,21 @@ from circuits.data.synthetic import SyntheticConfig, generate, load_ground_truth
 SMALL = SyntheticConfig(n_topics=5, docs_per_topic=12, series_per_topic=2, n_users=200, min_length=10, max_length=30)
 
 
+@cache
+def default_data():
+    """The default config's data (about 2 s), generated once for the tests that need its traffic."""
+    return generate(SyntheticConfig())
+
+
+def story_of(cat: pd.DataFrame) -> dict[str, str]:
+    """item id → the id of its story (the original's, for a twin)."""
+    return {d: o or d for d, o in zip(cat["item_id"], cat["duplicate_of"])}
+
+
 def test_every_row_is_explained_by_its_mechanism():
     log, cat, truth = generate(SMALL)
     topic = dict(zip(cat["item_id"], cat["topic"]))
+    story = story_of(cat)
     pairs = {tuple(p) for p in truth["series_pairs"]}
     seen_mechs = set()
     for user, rows in log.groupby("user_id", sort=False):
@@ -24,11 +39,11 @@ def test_every_row_is_explained_by_its_mechanism():
                 assert item == prev
             elif mech == "series":
                 assert (prev, item) in pairs
-            elif mech == "revisit":
-                assert item in items[: t - 2] and item != prev
+            elif mech == "revisit":  # an earlier story, maybe under its other id
+                assert story[item] in {story[i] for i in items[: t - 2]} and story[item] != story[prev]
             elif mech == "induction":
                 assert mechs[t - 1] in ("revisit", "induction")  # a replay starts at a revisit and may go on
-                j = max(j for j in range(t - 2) if items[j] == prev)  # most recent earlier occurrence
+                j = max(j for j in range(t - 2) if items[j] == prev)  # most recent earlier occurrence, exact id
                 assert items[j + 1] == item
             elif mech == "jump":
                 assert topic[item] not in mine
@@ -68,3 +83,58 @@ def test_written_folder_reads_through_the_normal_pipeline(tmp_path):
     assert ds.n_users == SMALL.n_users and ds.has_repeats
     assert sum(truth["mechanisms"].values()) == len(ds.items)
     assert ds.titles[1].startswith(("Astronomy", "Baking", "Chess", "Cycling", "Databases"))
+
+
+def test_duplicate_groups_are_retitled_twins_of_one_topic():
+    _, cat, truth = generate(SMALL)
+    row = cat.set_index("item_id")
+    groups = truth["duplicate_groups"]
+    standalone = (cat["series"] < 0) & (cat["duplicate_of"] == "")
+    assert len(groups) == round(SMALL.p_duplicate * standalone.sum()) > 0
+    for original, twin in groups:
+        a, b = row.loc[original], row.loc[twin]
+        assert a["title"] != b["title"] and a["topic"] == b["topic"]
+        assert a["series"] == b["series"] == -1 and a["duplicate_of"] == "" and b["duplicate_of"] == original
+        # lightly edited: at most a few words of the text changed
+        edits = difflib.SequenceMatcher(a=a["text"].split(), b=b["text"].split()).get_opcodes()
+        changed = sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in edits if op != "equal")
+        assert changed <= 3, (a["text"], b["text"])
+    assert {d for g in groups for d in g[1:]} == set(cat.loc[cat["duplicate_of"] != "", "item_id"])
+    assert sorted(d for ids in truth["topics"].values() for d in ids) == sorted(cat["item_id"])
+
+
+def test_twins_share_the_traffic_of_their_story_under_every_mechanism():
+    log, cat, truth = default_data()
+    twins = set(cat.loc[cat["duplicate_of"] != "", "item_id"])
+    grouped = {d for g in truth["duplicate_groups"] for d in g}
+    assert grouped <= set(log["item_id"])
+    in_group = log["item_id"].isin(grouped)
+    for mech in ("start", "topic", "jump", "revisit", "induction", "repeat"):
+        rows = log[in_group & (log["mechanism"] == mech)]
+        assert len(rows) > 100 and abs(rows["item_id"].isin(twins).mean() - 0.5) < 0.1, mech
+    # a revisit goes back to the story, under either id: often one this user has not read before
+    revisits = in_group & (log["mechanism"] == "revisit")
+    fresh = revisits & ~log.duplicated(["user_id", "item_id"])  # the user's first read of this id
+    assert fresh.sum() > 0.2 * revisits.sum() > 0
+
+
+def test_no_duplicates_when_p_duplicate_is_zero():
+    _, cat, truth = generate(SyntheticConfig(**{**SMALL.__dict__, "p_duplicate": 0.0}))
+    assert truth["duplicate_groups"] == [] and (cat["duplicate_of"] == "").all()
+    assert len(cat) == SMALL.n_topics * SMALL.docs_per_topic + sum(len(s) for s in truth["series"])
+
+
+def test_every_text_names_its_topic_and_series_part():
+    _, cat, _ = default_data()
+    for title, topic, part, text in zip(cat["title"], cat["topic"], cat["part"], cat["text"]):
+        assert topic.lower() in text.lower(), (topic, text)
+        if part:
+            series = title.rsplit(", part", 1)[0]
+            assert series in text and (f"part {part}" in text.lower() if part > 1 else "first" in text), (title, text)
+    # varied: only a twin may repeat its original's text, and no two stand-alone documents of a topic share
+    # their first sentence (a subject in one template), while a noun has at most 12 documents in a topic
+    originals = cat[cat["duplicate_of"] == ""]
+    assert not originals["text"].duplicated().any()
+    standalone = originals[originals["series"] < 0]
+    first = standalone["text"].str.split(". ", n=1, regex=False).str[0]
+    assert not first.groupby(standalone["topic"]).apply(lambda s: s.duplicated().any()).any()
