@@ -19,8 +19,8 @@ print(f"{len(modules)} modules imported from the installed wheel")
 
 env = {**os.environ, "CIRCUITS_CACHE": str(Path.cwd() / "cache")}
 commands = ["circuits.train", "circuits.evaluate", "circuits.decompose", "circuits.pairs", "circuits.heads",
-            "circuits.report", "circuits.synthetic", "analyses.order", "analyses.translation", "analyses.same_item",
-            "analyses.diagnostics", "analyses.depth"]
+            "circuits.report", "circuits.synthetic", "circuits.embed", "analyses.order", "analyses.translation",
+            "analyses.same_item", "analyses.diagnostics", "analyses.depth"]
 for command in commands:
     subprocess.run([sys.executable, "-m", command, "--help"], check=True, env=env, capture_output=True)
 tiny = ["--n-topics", "2", "--docs-per-topic", "6", "--series-per-topic", "1", "--n-users", "40", "--min-length", "6",
@@ -29,7 +29,18 @@ steps = [["circuits.synthetic", "--out", "data", *tiny],
          ["circuits.train", "--data", "data", "--layers", "1", "--epochs", "1", "--d-model", "8", "--d-head", "4",
           "--out", "run", "--quiet"],
          ["circuits.decompose", "run", "--all", "--out", "ranks.parquet"],
-         ["circuits.report", "run", "--out", "run.html", "--quiet"]]
+         ["circuits.report", "run", "--out", "run.html", "--quiet"],
+         # the text path: the packaged MiniLM (hash-checked, offline), a hybrid model over a catalogue pool
+         # with held-out documents, faiss retrieval, the near-duplicate analysis
+         ["circuits.embed", "data", "--out", "emb.parquet", "--quiet"],
+         ["circuits.train", "--data", "data", "--layers", "1", "--epochs", "1", "--d-model", "8", "--d-head", "4",
+          "--embed", "hybrid", "--unembed", "text", "--embeddings", "emb.parquet", "--pool", "catalogue",
+          "--cold-items", "0.2", "--out", "text-run", "--quiet"],
+         ["circuits.evaluate", "text-run", "--faiss"],
+         ["circuits.decompose", "text-run", "--all", "--out", "text-ranks.parquet"],
+         ["analyses.same_item", "text-run", "--out", "same-item"],
+         ["circuits.report", "text-run", "--out", "text-run.html", "--quiet"]]
 for step in steps:
     subprocess.run([sys.executable, "-m", *step], check=True, env=env, stdout=subprocess.DEVNULL)
-print(f"every command's --help and a tiny synthetic → train → decompose → report ran from {site}")
+print(f"every command's --help and tiny synthetic → train → decompose → report pipelines (id, and text with "
+      f"embed → evaluate --faiss) ran from {site}")

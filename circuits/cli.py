@@ -78,7 +78,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that say which log to read and how (the train command's)."""
     from circuits.data import DEFAULT_DATA
     from circuits.data.readers import FORMATS
-    from circuits.data.sequences import TIE_BREAKS
+    from circuits.data.sequences import POOLS, TIE_BREAKS
 
     g = parser.add_argument_group("data")
     g.add_argument("--data",  # None = the default, so that an explicit --data (e.g. with --resume) can be told apart
@@ -96,13 +96,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tie-break", default="file", choices=TIE_BREAKS,
                    help="order of equal timestamps: as in the file (default) or by item id")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    g.add_argument("--pool", default="log", choices=POOLS,
+                   help="candidate items: those of the log (default), or also every item of the item metadata "
+                        "without interactions (catalogue: documents a text model can recommend)")
+    g.add_argument("--cold-items", type=float, default=0.0, metavar="SHARE",
+                   help="cold-start split: hold this share of the log's items out of training; they remain only "
+                        "as users' last items, i.e. as test targets never seen in training (default 0: none)")
+    g.add_argument("--cold-seed", type=int, default=0, help="seed of the held-out items (default 0)")
 
 
 def data_options(args: argparse.Namespace) -> dict:
     """The `load_dataset` keyword arguments given by `add_data_arguments`' flags."""
     return {"format": args.format, "user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
             "items": args.items, "title_col": args.title_col, "kcore": args.kcore, "tie_break": args.tie_break,
-            "seed": args.data_seed}
+            "seed": args.data_seed, "pool": args.pool, "cold_items": args.cold_items, "cold_seed": args.cold_seed}
 
 
 def data_source_arg(args: argparse.Namespace) -> str:
@@ -116,6 +123,14 @@ def dataset_from_args(args: argparse.Namespace):
     from circuits.data import load_dataset
 
     return load_dataset(data_source_arg(args), **data_options(args))
+
+
+def log_spec_from_args(args: argparse.Namespace):
+    """Where `dataset_from_args` reads (a `LogSpec`), e.g. to find the same data's item metadata."""
+    from circuits.data import log_spec
+
+    return log_spec(data_source_arg(args), format=args.format, user_col=args.user_col, item_col=args.item_col,
+                    time_col=args.time_col, items=args.items, title_col=args.title_col, seed=args.data_seed)
 
 
 def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,9 @@ DISTANCE_BUCKETS = 12  # 0, 1, 2–3, …, ≥ 1024 items back
 TIME_BUCKETS = 32  # self, < 1 s, [1, 2) s, [2, 4) s, …, ≥ 2^29 s (17 years)
 SEEN_POLICIES = ("auto", "excluded", "included")
 SAMPLINGS = ("uniform", "popularity")
+# how items enter (W_E) and leave (W_U) the residual stream: a learned vector per item id, the item's frozen text
+# embedding through a learned projection, or both summed
+ITEM_SIDES = ("id", "text", "hybrid")
 
 
 def option(default: Any, help: str, **cli: Any) -> Any:
@@ -59,6 +62,18 @@ class ModelConfig:
     # set by the train command's --static-over (distance | time | both)
     distance_buckets: int = DISTANCE_BUCKETS
     time_buckets: int = 0
+    # id: W_E a learned row per item; text: W_E = E_text W_in (frozen text embeddings E_text [d_vocab, d_text],
+    # learned W_in [d_text, d_model]); hybrid: E_text W_in + a learned row per item (starting at zero)
+    embed_side: str = option("id", "item input W_E: id (learned per item), text (frozen text embeddings × a learned "
+                             "projection W_in), hybrid (text + learned per item)", flags=("--embed",),
+                             choices=ITEM_SIDES)
+    # id: W_U learned; text: W_U = W_out E_textᵀ (scores against the pool's text vectors: items without
+    # interactions can be recommended); hybrid: W_out E_textᵀ + a learned column per item (starting at zero)
+    unembed_side: str = option("id", "item output W_U: id (learned per item), text (a learned W_out × the frozen "
+                               "text embeddings), hybrid (text + learned per item)", flags=("--unembed",),
+                               choices=ITEM_SIDES)
+    # width of the text embeddings (set from the embeddings by the train command; 0 = none)
+    d_text: int = 0
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_KINDS:
@@ -74,11 +89,32 @@ class ModelConfig:
             raise UserError(f"n_layers (--layers) must be 0 or more, got {self.n_layers}")
         if not 0.0 <= self.dropout < 1.0:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("embed_side", "unembed_side"):
+            if getattr(self, name) not in ITEM_SIDES:
+                raise UserError(f"{name} must be one of {', '.join(ITEM_SIDES)}, got {getattr(self, name)!r}")
+        if self.uses_text and self.d_text < 1:
+            raise UserError("a text or hybrid model needs text embeddings (d_text ≥ 1)")
+        if not self.uses_text and self.d_text:
+            raise UserError(f"d_text={self.d_text} is for text or hybrid models (--embed/--unembed text or hybrid)")
+        if self.tied and self.uses_text:
+            raise UserError("--tied goes with id embeddings only (--embed id --unembed id)")
 
     @property
     def uses_time(self) -> bool:
         """True when attention reads the items' timestamps (the model then needs `times` as input)."""
         return self.attention == "static" and self.time_buckets > 0 and self.n_layers > 0
+
+    @property
+    def uses_text(self) -> bool:
+        """True when W_E or W_U is built from the items' text embeddings (the model then holds `E_text`)."""
+        return self.embed_side != "id" or self.unembed_side != "id"
+
+    @property
+    def item_label(self) -> str:
+        """'id', 'text', 'hybrid', or 'text in / id out' where the two sides differ."""
+        if self.embed_side == self.unembed_side:
+            return self.embed_side
+        return f"{self.embed_side} in / {self.unembed_side} out"
 
     @property
     def attention_label(self) -> str:
@@ -132,6 +168,7 @@ class TrainConfig:
     seen_policy: str = option("auto", "seen-item policy of the validation metric that selects the checkpoint "
                               "(auto: excluded unless users repeat items)", choices=SEEN_POLICIES)
     seed: int = option(0, "model and training seed")
+    emb_mean_k: int = option(10, "the emb-mean baseline of a text run: mean of the last K history items' embeddings")
     # keep the best-on-validation weights as of these training times (minutes), to measure learning curves
     snapshot_minutes: tuple[float, ...] = option((), "also keep the best-on-validation weights as of these "
                                                  "training times in minutes, e.g. 10 30 "
@@ -140,7 +177,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # a list from argparse or JSON becomes a tuple, so the config stays hashable and compares equal
         object.__setattr__(self, "snapshot_minutes", tuple(self.snapshot_minutes))
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "emb_mean_k"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
         if self.sampling not in SAMPLINGS:

@@ -7,7 +7,24 @@ Row-vector convention throughout (`x @ W`). No LayerNorm, no biases:
     logits  = r_L @ W_U
 
 so the logits are a sum of linear terms given the attention patterns. `n_layers=0` is the same class with
-no blocks: logits = (W_E[x_t] + W_pos[t]) @ W_U, the bigram model. Attention is `learned` (QK), `static`
+no blocks: logits = (W_E[x_t] + W_pos[t]) @ W_U, the bigram model.
+
+Items enter and leave through id or text sides (`cfg.embed_side`, `cfg.unembed_side`). With frozen text
+embeddings `E_text` [d_vocab, d_text] (a buffer; row 0, padding, is zero):
+
+    id:     W_E = W_E (learned)          W_U = W_U (learned)
+    text:   W_E = E_text W_in            W_U = W_out E_textᵀ
+    hybrid: W_E = E_text W_in + W_E_id   W_U = W_out E_textᵀ + W_U_id     (id parts start at zero)
+
+`model.W_E` [d_vocab, d_model] and `model.W_U` [d_model, d_vocab] are always the effective matrices (products
+for the text sides: linear in d_vocab, never d_vocab²), so every analysis reads them unchanged;
+`W_E_text`/`W_U_text` give the text factors as FactoredMatrix.
+
+Items without training occurrences (`unseen`, a buffer set by training and saved with the weights: documents
+of a catalogue pool or held out for cold start) have no learned id vector: their id-side column was only ever
+pushed down as a negative. So a hybrid's id parts count as zero for them (they are scored by their text, as a
+served model scores a new document), and an id output cannot recommend them: `unembed` gives them -inf (as
+`component_logits` does for every component, so the decomposition still adds up). Attention is `learned` (QK), `static`
 (a learned score per head and bucket of query–key distance and/or time gap; no QK) or `uniform`; static
 attention over time gaps reads the interactions' timestamps, `model(items, times)`.
 
@@ -148,20 +165,101 @@ class AttnOnlyTransformer(HookedRootModule):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.W_E = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
+        # id matrices are stored directly so their state-dict keys are "W_E"/"W_U" despite the properties below
+        if cfg.embed_side == "id":
+            self._parameters["W_E"] = nn.Parameter(torch.empty(cfg.d_vocab, cfg.d_model))
+        if cfg.uses_text:  # frozen, saved with the weights: a run directory carries its pool's text vectors
+            self.register_buffer("E_text", torch.zeros(cfg.d_vocab, cfg.d_text))
+        # items without training occurrences (see the module docstring); set by training, saved with the weights
+        self.register_buffer("unseen", torch.zeros(cfg.d_vocab, dtype=torch.bool))
+        if cfg.embed_side != "id":
+            self.W_in = nn.Parameter(torch.empty(cfg.d_text, cfg.d_model))
+        if cfg.embed_side == "hybrid":
+            self.W_E_id = nn.Parameter(torch.zeros(cfg.d_vocab, cfg.d_model))
         self.W_pos = nn.Parameter(torch.empty(cfg.n_ctx, cfg.d_model)) if cfg.positional else None
-        if not cfg.tied:  # stored directly so the state-dict key is "W_U" despite the property below
+        if cfg.unembed_side == "id" and not cfg.tied:
             self._parameters["W_U"] = nn.Parameter(torch.empty(cfg.d_model, cfg.d_vocab))
+        if cfg.unembed_side != "id":
+            self.W_out = nn.Parameter(torch.empty(cfg.d_model, cfg.d_text))
+        if cfg.unembed_side == "hybrid":
+            self.W_U_id = nn.Parameter(torch.zeros(cfg.d_model, cfg.d_vocab))
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.hook_embed = HookPoint()  # [batch pos d_model]
         self.hook_pos_embed = HookPoint()  # [batch pos d_model]
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.setup()
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "unseen" not in state_dict:  # written before 0.3, when every item of a run was seen in training
+            state_dict = {**state_dict, "unseen": torch.zeros(self.cfg.d_vocab, dtype=torch.bool)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def set_unseen(self, train_counts) -> None:
+        """Mark the items with no training occurrence (`train_counts` [d_vocab] == 0; padding excluded)."""
+        unseen = torch.as_tensor(train_counts) == 0
+        unseen[0] = False
+        self.unseen.copy_(unseen)
+
+    @property
+    def unscorable(self) -> torch.BoolTensor | None:
+        """Items the model cannot recommend (-inf logits): the unseen ones of an id output; None if none."""
+        if self.cfg.unembed_side != "id" or not self.unseen.any():
+            return None
+        return self.unseen
+
+    def mask_unscorable(self, logits: Float[Tensor, "... d_vocab"]) -> Float[Tensor, "... d_vocab"]:
+        mask = self.unscorable
+        return logits if mask is None else logits.masked_fill(mask, float("-inf"))
+
     # --- weights, TransformerLens style -------------------------------------------------------------
     @property
+    def W_E(self) -> Float[Tensor, "d_vocab d_model"]:
+        """The effective embedding: learned, E_text W_in, or their sum (see the module docstring)."""
+        side = self.cfg.embed_side
+        if side == "id":
+            return self._parameters["W_E"]
+        text = self.E_text @ self.W_in
+        return text if side == "text" else text + self.W_E_id * ~self.unseen[:, None]
+
+    @property
     def W_U(self) -> Float[Tensor, "d_model d_vocab"]:
-        return self.W_E.T if self.cfg.tied else self._parameters["W_U"]
+        """The effective unembedding: learned (or W_Eᵀ when tied), W_out E_textᵀ, or their sum. (An id output's
+        unseen items are left to `unembed`/`mask_unscorable`: a -inf column would turn 0 · -inf into NaN.)"""
+        side = self.cfg.unembed_side
+        if side == "id":
+            return self.W_E.T if self.cfg.tied else self._parameters["W_U"]
+        text = self.W_out @ self.E_text.T
+        return text if side == "text" else text + self.W_U_id * ~self.unseen[None, :]
+
+    @property
+    def W_E_text(self) -> FactoredMatrix:
+        """The text part of W_E as E_text @ W_in: [d_vocab, d_model] (text and hybrid models)."""
+        if self.cfg.embed_side == "id":
+            raise ValueError("this model's embedding has no text part (--embed id)")
+        return FactoredMatrix(self.E_text, self.W_in)
+
+    @property
+    def W_U_text(self) -> FactoredMatrix:
+        """The text part of W_U as W_out @ E_textᵀ: [d_model, d_vocab] (text and hybrid models)."""
+        if self.cfg.unembed_side == "id":
+            raise ValueError("this model's unembedding has no text part (--unembed id)")
+        return FactoredMatrix(self.W_out, self.E_text.T)
+
+    def embed_items(self, items: Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        """W_E[items], computed from the items' rows only (a text model never forms the whole W_E here)."""
+        side = self.cfg.embed_side
+        if side == "id":
+            return self._parameters["W_E"][items]
+        text = self.E_text[items] @ self.W_in
+        return text if side == "text" else text + self.W_E_id[items] * ~self.unseen[items][..., None]
+
+    def unembed_columns(self, items: Int[Tensor, " n"]) -> Float[Tensor, "d_model n"]:
+        """W_U[:, items], computed from those columns only (sampled softmax over a large pool)."""
+        side = self.cfg.unembed_side
+        if side == "id":
+            return self.W_U[:, items]
+        text = self.W_out @ self.E_text[items].T
+        return text if side == "text" else text + self.W_U_id[:, items] * ~self.unseen[items][None, :]
 
     def _stack(self, name: str) -> Tensor:
         if not self.blocks:
@@ -212,7 +310,7 @@ class AttnOnlyTransformer(HookedRootModule):
         if self.cfg.uses_time and times.dtype != torch.float64:
             raise ValueError(f"give `times` as float64 seconds ({times.dtype} rounds unix times to minutes)")
         real = items != PAD
-        resid = self.hook_embed(self.W_E[items])
+        resid = self.hook_embed(self.embed_items(items))
         if self.W_pos is not None:
             # position = index among the real items, so left padding does not shift positions
             pos = (real.long().cumsum(-1) - 1).clamp(min=0)
@@ -230,7 +328,8 @@ class AttnOnlyTransformer(HookedRootModule):
         return resid
 
     def unembed(self, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_vocab"]:
-        return resid @ self.W_U
+        """resid @ W_U, with -inf for the items an id output cannot recommend (`unscorable`)."""
+        return self.mask_unscorable(resid @ self.W_U)
 
     def forward(
         self, items: Int[Tensor, "batch pos"], times: Float[Tensor, "batch pos"] | None = None
@@ -261,11 +360,18 @@ def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None
         with torch.no_grad():
             p.copy_(torch.randn(p.shape, generator=generator) * std)
 
-    normal_(model.W_E, cfg.d_model**-0.5)
+    # text sides: E_text rows have norm ≈ 1 (L2-normalised encoders), so W_in, W_out ~ N(0, 1/d_model) give
+    # E_text W_in and the text logits the same scale as the id matrices; hybrid id parts start at zero
+    if cfg.embed_side == "id":
+        normal_(model.W_E, cfg.d_model**-0.5)
+    else:
+        normal_(model.W_in, cfg.d_model**-0.5)
     if model.W_pos is not None:
         normal_(model.W_pos, cfg.d_model**-0.5)
-    if not cfg.tied:
+    if cfg.unembed_side == "id" and not cfg.tied:
         normal_(model.W_U, cfg.d_model**-0.5)
+    elif cfg.unembed_side != "id":
+        normal_(model.W_out, cfg.d_model**-0.5)
     for block in model.blocks:
         a = block.attn
         for p in (a.W_Q, a.W_K, a.W_V) if cfg.attention == "learned" else (a.W_V,):
@@ -273,7 +379,19 @@ def init_weights(model: AttnOnlyTransformer, generator: torch.Generator) -> None
         normal_(a.W_O, (cfg.d_head * 2 * max(cfg.n_layers, 1)) ** -0.5)
 
 
-def build_model(cfg: ModelConfig, seed: int = 0) -> AttnOnlyTransformer:
+def build_model(
+    cfg: ModelConfig, seed: int = 0, E_text: Float[Tensor, "d_vocab d_text"] | None = None
+) -> AttnOnlyTransformer:
+    """A freshly initialised model; `E_text` (the items' text embeddings, row 0 = padding) for text sides."""
     model = AttnOnlyTransformer(cfg)
+    if cfg.uses_text:
+        if E_text is None or tuple(E_text.shape) != (cfg.d_vocab, cfg.d_text):
+            got = None if E_text is None else tuple(E_text.shape)
+            raise ValueError(f"a text or hybrid model needs E_text of shape ({cfg.d_vocab}, {cfg.d_text}), got {got}")
+        with torch.no_grad():
+            model.E_text.copy_(torch.as_tensor(E_text, dtype=torch.float32))
+            model.E_text[0] = 0.0  # padding has no text
+    elif E_text is not None:
+        raise ValueError("E_text goes with text or hybrid models (embed_side/unembed_side)")
     init_weights(model, torch.Generator().manual_seed(seed))
     return model

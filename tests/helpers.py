@@ -63,3 +63,36 @@ def interrupt_at_second_epoch(monkeypatch):
 
     monkeypatch.setattr(training, "validate", crash)
     return real_validate
+
+
+# every item side as ModelConfig keywords (the text sides with 6-dimensional text embeddings)
+ITEM_SIDE_VARIANTS = {
+    "id": {},
+    "text": {"embed_side": "text", "unembed_side": "text", "d_text": 6},
+    "hybrid": {"embed_side": "hybrid", "unembed_side": "hybrid", "d_text": 6},
+    "text-in": {"embed_side": "text", "d_text": 6},
+    "text-out": {"unembed_side": "text", "d_text": 6},
+}
+
+
+def text_vectors(d_vocab: int, d_text: int, seed: int = 0) -> torch.Tensor:
+    """Unit-norm random 'text embeddings' [d_vocab, d_text] (row 0, padding, is zeroed by build_model)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.normalize(torch.randn(d_vocab, d_text, generator=g), dim=-1)
+
+
+def model_with_sides(side: str, n_layers: int, seed: int = 0, **cfg_kw):
+    """A tiny eval-mode model of an item-side variant; the hybrid id parts (zero at init) made random, so a test
+    can tell a dropped term from a zero one."""
+    from circuits.config import ModelConfig
+    from circuits.model import build_model
+
+    kw = {"d_vocab": 11, "n_ctx": 8, "n_layers": n_layers, "n_heads": 2, "d_model": 12, "d_head": 4,
+          **ITEM_SIDE_VARIANTS[side], **cfg_kw}
+    cfg = ModelConfig(**kw)
+    model = build_model(cfg, seed=seed, E_text=text_vectors(cfg.d_vocab, cfg.d_text, seed) if cfg.d_text else None)
+    g = torch.Generator().manual_seed(seed + 1)
+    for name in ("W_E_id", "W_U_id"):
+        if hasattr(model, name):
+            getattr(model, name).data = 0.3 * torch.randn(getattr(model, name).shape, generator=g)
+    return model.eval()

@@ -32,16 +32,23 @@ def test_every_model_and_train_field_is_set_by_its_flag():
             if "help" not in f.metadata:
                 continue
             argv, want = nondefault(f)
-            model_cfg, train_cfg = train.configs_from_args(parser.parse_args(argv), d_vocab=50, longest=1000)
+            model_cfg, train_cfg = train.configs_from_args(parser.parse_args(argv), d_vocab=50, longest=1000,
+                                                           d_text=4)
             got = getattr(model_cfg if cls is ModelConfig else train_cfg, f.name)
             assert got == want, f"{' '.join(argv)} set {cls.__name__}.{f.name} to {got!r}, not {want!r}"
 
 
 def test_the_fields_without_a_flag_of_their_own_are_derived():
-    """d_vocab from the data, n_ctx capped by it, the bucket counts from --static-over: each reaches its field."""
+    """d_vocab from the data, n_ctx capped by it, the bucket counts from --static-over, d_text from the text
+    embeddings (text sides only): each reaches its field."""
     parser = train.build_parser()
     no_flag = {f.name for f in fields(ModelConfig) if "help" not in f.metadata}
-    assert no_flag == {"d_vocab", "distance_buckets", "time_buckets"}
+    assert no_flag == {"d_vocab", "distance_buckets", "time_buckets", "d_text"}
+    for argv, d_text in ((["--embed", "text"], 9), (["--unembed", "hybrid"], 9), ([], 0)):
+        model_cfg, _ = train.configs_from_args(parser.parse_args(argv), d_vocab=77, longest=40, d_text=9)
+        assert model_cfg.d_text == d_text
+    with pytest.raises(UserError, match="go with --embed or --unembed"):
+        train.configs_from_args(parser.parse_args(["--embeddings", "minilm"]), d_vocab=77, longest=40)
     model_cfg, _ = train.configs_from_args(parser.parse_args(["--n-ctx", "300"]), d_vocab=77, longest=40)
     assert (model_cfg.d_vocab, model_cfg.n_ctx, model_cfg.distance_buckets, model_cfg.time_buckets) == (77, 39, 12, 0)
     for over, buckets in (("distance", (12, 0)), ("time", (0, 32)), ("both", (12, 32))):
@@ -54,7 +61,8 @@ def test_the_fields_without_a_flag_of_their_own_are_derived():
 
 def test_every_train_flag_is_a_config_field_or_a_data_or_run_option():
     other = {"data", "format", "user_col", "item_col", "time_col", "items", "title_col", "kcore", "tie_break",
-             "data_seed", "out", "resume", "overwrite", "quiet", "static_over", "help"}
+             "data_seed", "pool", "cold_items", "cold_seed", "out", "resume", "overwrite", "quiet", "static_over",
+             "embeddings", "text_cols", "help"}
     config_fields = {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
     dests = {a.dest for a in train.build_parser()._actions}
     assert dests - config_fields - other == set()

@@ -18,18 +18,38 @@ def load_dataset(
     kcore: int = 0,
     tie_break: str = "file",
     seed: int = 0,
+    pool: str = "log",
+    cold_items: float = 0.0,
+    cold_seed: int = 0,
 ) -> SequenceDataset:
     """`data` = "synthetic" (the built-in default, generated with `seed` on first use and cached) or a path to
-    a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it."""
-    pre = Preprocess(kcore=kcore, tie_break=tie_break)
+    a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it (see
+    `circuits.data.sequences`: k-core, tie-break, the candidate pool, the cold-start split)."""
+    pre = Preprocess(kcore=kcore, tie_break=tie_break, pool=pool, cold_items=cold_items, cold_seed=cold_seed)
+    spec = log_spec(data, format=format, user_col=user_col, item_col=item_col, time_col=time_col, items=items,
+                    title_col=title_col, seed=seed)
+    return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})" if data == DEFAULT_DATA else None)
+
+
+def log_spec(
+    data: str = DEFAULT_DATA,
+    *,
+    format: str = "auto",
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    items: str | None = None,
+    title_col: str | None = None,
+    seed: int = 0,
+) -> LogSpec:
+    """Where `load_dataset(data, …)` reads from, with its reading options (the synthetic default: its generated
+    folder for `seed`)."""
     if data == DEFAULT_DATA:
         # imported here, not above: `python -m circuits.data.synthetic` must find the module not yet imported
         from circuits.data.synthetic import SyntheticConfig, ensure_synthetic
 
-        spec = LogSpec(str(ensure_synthetic(SyntheticConfig(seed=seed))))
-        return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})")
-    spec = LogSpec(data, format, user_col, item_col, time_col, items, title_col)
-    return load_log_dataset(spec, pre)
+        return LogSpec(str(ensure_synthetic(SyntheticConfig(seed=seed))))
+    return LogSpec(data, format, user_col, item_col, time_col, items, title_col)
 
 
 __all__ = [
@@ -41,5 +61,6 @@ __all__ = [
     "build_dataset",
     "load_dataset",
     "load_log_dataset",
+    "log_spec",
     "read_log",
 ]

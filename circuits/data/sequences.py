@@ -12,6 +12,13 @@ Conventions (documented in the README):
 - **Split (leave-one-out).** For users with ≥ 3 interactions: last item = test target, second-to-last =
   validation target, the rest = training. Users with fewer than 3 interactions are training-only.
 - **Context.** Models see the most recent `n_ctx` items before the target (left-padded).
+- **Pool** (`pool`): `log` (default), the vocabulary is the items of the log; `catalogue`, also every item of
+  the item metadata without interactions (documents a text model can recommend, an id model never learns).
+- **Cold start** (`cold_items` = f > 0): a share f of the log's items, drawn with `cold_seed`, is held out of
+  training: their interactions are dropped except where one is a user's last (the test target), so these
+  documents are never seen in training or validation, only as test targets ("cold"). A user left with fewer
+  than 3 interactions loses its held-out rows too (a training-only user must not train on them), and a user
+  left with none is dropped. Held out after k-core filtering, so the result need not be k-core any more.
 """
 
 from __future__ import annotations
@@ -31,18 +38,26 @@ from circuits.errors import UserError
 PAD_ID = "<pad>"
 CACHE_VERSION = 1
 TIE_BREAKS = ("file", "item")
+POOLS = ("log", "catalogue")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     kcore: int = 0
     tie_break: str = "file"
+    pool: str = "log"
+    cold_items: float = 0.0
+    cold_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.tie_break not in TIE_BREAKS:
             raise UserError(f"unknown tie-break {self.tie_break!r} (one of {', '.join(TIE_BREAKS)})")
         if self.kcore < 0:
             raise UserError(f"--kcore must be 0 or more, got {self.kcore}")
+        if self.pool not in POOLS:
+            raise UserError(f"unknown pool {self.pool!r} (one of {', '.join(POOLS)})")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise UserError(f"--cold-items must be a share in [0, 1), got {self.cold_items}")
 
 
 @dataclass
@@ -66,6 +81,16 @@ class EvalSplit:
 
     def __len__(self) -> int:
         return len(self.target)
+
+    def subset(self, rows: np.ndarray, name: str) -> "EvalSplit":
+        """The split restricted to `rows` (int indices or a bool mask), CSR lists carried along."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
+
+        def take(ptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return _csr([items[ptr[r] : ptr[r + 1]] for r in rows])
+
+        return EvalSplit(name, self.users[rows], self.history[rows], self.target[rows], self.history_times[rows],
+                         *take(self.seen_ptr, self.seen_items), *take(self.touched_ptr, self.touched_items))
 
 
 @dataclass
@@ -158,6 +183,10 @@ class SequenceDataset:
     def train_counts(self) -> np.ndarray:
         """Occurrences of each item in the training part of all sequences: int64 [d_vocab]."""
         return np.bincount(self.items[self._train_mask()], minlength=self.d_vocab)
+
+    def cold_targets(self, split: EvalSplit) -> np.ndarray:
+        """bool [len(split)]: the target never occurs in the training part of any sequence (a cold item)."""
+        return self.train_counts()[split.target] == 0
 
     def _train_mask(self) -> np.ndarray:
         lengths = self.lengths
@@ -265,13 +294,25 @@ def build_dataset(
     df = kcore_filter(df.reset_index(drop=True), pre.kcore)
     if df.empty:
         raise UserError(f"{name}: no interactions left after {pre.kcore}-core filtering (of {n_raw})")
-    item_ids = _sorted_ids(df["item"].to_numpy())
+    log_ids = df["item"].to_numpy()
+    if pre.pool == "catalogue":
+        if not titles:
+            raise UserError(f"{name}: --pool catalogue needs item metadata (--items), and there is none")
+        log_ids = np.concatenate([log_ids, np.asarray(list(titles), dtype=object)])
+    item_ids = _sorted_ids(log_ids)
     item_index = pd.Index(item_ids)
     items = item_index.get_indexer(df["item"].to_numpy()) + 1
     user_codes, user_ids = pd.factorize(df["user"], sort=False)  # users in order of first appearance
     frame = pd.DataFrame({"u": user_codes, "t": df["timestamp"].to_numpy(), "i": items})
     sort_keys = ["u", "t"] if pre.tie_break == "file" else ["u", "t", "i"]
     frame = frame.sort_values(sort_keys, kind="stable")
+    info: dict = {}
+    if pre.cold_items > 0:
+        frame, info = _hold_out_items(frame, np.unique(items), pre.cold_items, pre.cold_seed)
+        kept = np.unique(frame["u"].to_numpy())  # a user whose every interaction was held out is gone
+        code = np.full(len(user_ids), -1, dtype=np.int64)
+        code[kept] = np.arange(len(kept))  # codes stay in order of first appearance
+        frame, user_ids = frame.assign(u=code[frame["u"].to_numpy()]), user_ids[kept]
     lengths = np.bincount(frame["u"].to_numpy(), minlength=len(user_ids))
     offsets = np.zeros(len(user_ids) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
@@ -285,8 +326,28 @@ def build_dataset(
         offsets=offsets,
         items=frame["i"].to_numpy().astype(np.int64),
         timestamps=frame["t"].to_numpy().astype(np.float64),
-        info={"rows_read": n_raw, "rows_kept": len(frame), **asdict(pre)},
+        info={"rows_read": n_raw, "rows_kept": len(frame), **asdict(pre), **info},
     )
+
+
+def _hold_out_items(
+    frame: pd.DataFrame, log_items: np.ndarray, share: float, seed: int
+) -> tuple[pd.DataFrame, dict]:
+    """The cold-start split (module docstring): `frame` (u, t, i; sorted, each user's rows in order) without
+    the held-out items' rows except users' last ones; and what was done, for the dataset's info."""
+    rng = np.random.default_rng(seed)
+    held = rng.choice(log_items, size=max(1, round(share * len(log_items))), replace=False)
+    cold = np.isin(frame["i"].to_numpy(), held)
+    user = frame["u"].to_numpy()
+    last = np.r_[user[1:] != user[:-1], True]  # the last row of each user
+    frame = frame[~cold | last]
+    cold = np.isin(frame["i"].to_numpy(), held)
+    user = frame["u"].to_numpy()
+    short = np.bincount(user)[user] < 3  # training-only users must not hold a held-out item
+    frame = frame[~(cold & short)]
+    user = frame["u"].to_numpy()
+    n_cold_targets = int((np.isin(frame["i"].to_numpy(), held) & np.r_[user[1:] != user[:-1], True]).sum())
+    return frame, {"cold_items_held_out": int(len(held)), "cold_test_targets": n_cold_targets}
 
 
 # --- cache ------------------------------------------------------------------------------------------

@@ -86,7 +86,9 @@ def path_components(
 def component_logits(
     model: AttnOnlyTransformer, stack: Float[Tensor, "n_components batch d_model"]
 ) -> Float[Tensor, "n_components batch d_vocab"]:
-    return einops.einsum(stack, model.W_U.detach(), "c b d, d v -> c b v")
+    """Each component's logits, `component @ W_U`; items the model cannot recommend get -inf in every component
+    (as in `model.unembed`), so the components still add up to the model's logits."""
+    return model.mask_unscorable(einops.einsum(stack, model.W_U.detach(), "c b d, d v -> c b v"))
 
 
 def target_ranks(logits: Float[Tensor, "... d_vocab"], target: Int[Tensor, " batch"]) -> Int[Tensor, "... batch"]:

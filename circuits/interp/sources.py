@@ -29,8 +29,9 @@ def attention_sources(
 ) -> pd.DataFrame:
     """One unpadded sequence → rows (head, key_pos, item, title, gap, weight, ov_logit, contribution,
     same_item, near_same_item). `timestamps` (aligned with `items`) gives `gap` = query time − source time;
-    `near_same_item`: the source's embedding has cosine ≥ `same_cosine` with the query item's. A model whose
-    attention reads time gaps needs `timestamps`."""
+    `near_same_item`: the source's vector has cosine ≥ `same_cosine` with the query item's (`near_vectors`:
+    text embeddings where the model has them, else W_E). A model whose attention reads time gaps needs
+    `timestamps`."""
     if model.training:
         raise ValueError("use a model in eval mode")
     x = items[None]
@@ -39,8 +40,8 @@ def attention_sources(
     times = None if timestamps is None else torch.as_tensor(np.asarray(timestamps, dtype=np.float64))[None]
     with torch.no_grad():
         _, cache = model.run_with_cache(x, times=times)
-        W_E = model.W_E
-        cos = torch.nn.functional.cosine_similarity(W_E[items], W_E[items[q]][None], dim=-1)
+        V = near_vectors(model)
+        cos = torch.nn.functional.cosine_similarity(V[items], V[items[q]][None], dim=-1)
         u_t = model.W_U[:, target]
     rows = []
     for l, block in enumerate(model.blocks):
@@ -59,6 +60,12 @@ def attention_sources(
                     "same_item": bool(items[k] == items[q]), "near_same_item": bool(cos[k] >= same_cosine),
                 })
     return pd.DataFrame(rows)
+
+
+def near_vectors(model) -> Tensor:
+    """The item vectors whose cosine says "near-identical": a text or hybrid model's text embeddings E_text
+    (the documents' own similarity, the story's question), else the learned W_E. [d_vocab, d]"""
+    return (model.E_text if model.cfg.uses_text else model.W_E).detach()
 
 
 def format_gap(seconds: float) -> str:
@@ -80,16 +87,20 @@ def same_item_shares(sources: pd.DataFrame) -> pd.DataFrame:
 
 @torch.no_grad()
 def same_item_table(
-    model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256, times: np.ndarray | None = None
+    model, histories: np.ndarray, near_cosine: float = 0.9, batch: int = 256, times: np.ndarray | None = None,
+    vectors: Tensor | None = None, groups: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Per head, the attention mass on keys holding the query's own item (itself and earlier occurrences:
-    `same`) and on near-identical items (embedding cosine ≥ `near_cosine`: `near`), averaged over every real
-    query position of the left-padded `histories`, under three patterns: `actual`, `positional` (the head's
-    scores from positions alone: the W_pos terms of QK, or static attention's distance scores; absent for
-    static attention over time gaps only) and `uniform`. The batched form of `same_item_shares`.
-    `times`: the histories' timestamps, needed by a model whose attention reads time gaps."""
+    `same`), on near-identical items (cosine ≥ `near_cosine` of `vectors` [d_vocab, d], default `near_vectors`:
+    `near`, which includes `same`) and, with `groups` (int [d_vocab], e.g. planted duplicate stories; -1 =
+    none), on other items of the query item's group (`twin`), averaged over every real query position of the
+    left-padded `histories`, under three patterns: `actual`, `positional` (the head's scores from positions
+    alone: the W_pos terms of QK, or static attention's distance scores; absent for static attention over time
+    gaps only) and `uniform`. The batched form of `same_item_shares`. `times`: the histories' timestamps, needed
+    by a model whose attention reads time gaps."""
     cfg = model.cfg
-    E = torch.nn.functional.normalize(model.W_E.detach(), dim=-1)
+    E = torch.nn.functional.normalize(near_vectors(model) if vectors is None else torch.as_tensor(vectors), dim=-1)
+    group = None if groups is None else torch.as_tensor(groups, dtype=torch.long)
     sums: dict[tuple[str, str], np.ndarray] = {}
     n_queries = 0
     for lo in range(0, len(histories), batch):
@@ -102,6 +113,10 @@ def same_item_table(
         allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
         same = (x[:, :, None] == x[:, None, :]) & allowed
         near = (E[x] @ E[x].transpose(1, 2) >= near_cosine) & allowed
+        twin = None
+        if group is not None:
+            g = group[x]
+            twin = (g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0) & ~same & allowed
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
         _, cache = model.run_with_cache(x, times=t)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
@@ -121,10 +136,12 @@ def same_item_table(
                 if scores is not None:
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():
-                    shares = np.array([float((p * same)[real].sum()), float((p * near)[real].sum())])
+                    masks = (same, near) if twin is None else (same, near, twin)
+                    shares = np.array([float((p * m)[real].sum()) for m in masks])
                     key = (f"L{l}H{h}", name)
                     sums[key] = sums.get(key, 0) + shares
         n_queries += int(real.sum())
-    rows = [{"head": head, "pattern": name, "same": v[0] / n_queries, "near": v[1] / n_queries}
+    columns = ("same", "near") if group is None else ("same", "near", "twin")
+    rows = [{"head": head, "pattern": name, **{c: v[i] / n_queries for i, c in enumerate(columns)}}
             for (head, name), v in sums.items()]
     return pd.DataFrame(rows)

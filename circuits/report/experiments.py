@@ -71,8 +71,11 @@ def experiment_sections(run, ds) -> list[Section]:
     out.append(sec)
     same = same_item_attention(run, ds)
     sec = Section("Experiment: same-item attention", anchor="same-item")
-    sec.text("Attention on keys holding the query's own item (and near-identical items, embedding cosine ≥ 0.9): "
-             "actual, from the head's positional preferences alone, and uniform.")
+    basis = "the items' text embeddings" if run.model.cfg.uses_text else "W_E"
+    sec.text("Attention on keys holding the query's own item (same), on near-identical items (near: cosine ≥ 0.9 "
+             f"of {basis}, own item included) and, on synthetic data, on the query's planted near-duplicates "
+             "(twin: the same story under another id): actual, from the head's positional preferences alone, and "
+             "uniform.")
     sec.table(same.drop(columns=["run"])).figure(same_item_figure(same))
     out.append(sec)
     return out

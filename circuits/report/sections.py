@@ -51,6 +51,7 @@ def run_card(run) -> Section:
                   f"({run.model.cfg.attention_label} attention), d_model {cfg['d_model']}, "
                   f"d_head {cfg['d_head']}, context {cfg['n_ctx']}, positions {'learned' if cfg['positional'] else 'none'}"
                   f", {'tied' if cfg['tied'] else 'untied'} unembedding, {n_params:,} parameters"),
+        ("items", item_sides_text(run)),
         ("training", f"{training.get('minutes', float('nan')):.1f} min, best epoch {training.get('best_epoch')} of "
                      f"{training.get('epochs_run')} (stopped by {training.get('stopped_by')}), lr {train['lr']}, "
                      f"batch {train['batch_size']}, negatives {train.get('resolved_negatives')}"),
@@ -66,7 +67,33 @@ def run_card(run) -> Section:
     sec.table(t)
     full = t[t["protocol"].str.startswith("full/")]
     sec.figure(plots.metrics_bars(full, title="Test NDCG@10, full ranking"))
+    if "test/cold" in run.metrics.get("model", {}):
+        users = run.metrics.get("users", {})
+        sec.heading("Cold and warm test targets")
+        sec.text(f"Cold: test targets never seen in training ({users.get('test/cold', '?')} users); warm: the others "
+                 f"({users.get('test/warm', '?')} users). An id output cannot recommend a cold item (it has no "
+                 "trained vector for it: ranked last); a text output scores it from its text.")
+        for split in ("test/cold", "test/warm"):
+            part = metrics_frame(run, split)
+            sec.table(part[part["protocol"] == f"full/{run.seen_policy}"].assign(split=split))
     return sec
+
+
+def item_sides_text(run) -> str:
+    """How items enter and leave the model, and where a text model's embeddings came from."""
+    cfg = run.model.cfg
+    words = {"id": "a learned vector per item", "text": "frozen text embeddings × a learned projection",
+             "hybrid": "text embeddings × a projection + a learned vector per item"}
+    text = f"in (W_E): {words[cfg.embed_side]}; out (W_U): {words[cfg.unembed_side]}"
+    meta = run.config.get("text")
+    if meta:
+        details = [f"{cfg.d_text} dims"]
+        if meta.get("model_sha256"):
+            details.append(f"weights sha256 {meta['model_sha256'][:12]}…")
+        if meta.get("columns"):
+            details.append(f"columns {', '.join(meta['columns'])}")
+        text += f"; text embeddings: {meta.get('model', meta.get('source'))} ({', '.join(details)})"
+    return text
 
 
 # --- rank by component ------------------------------------------------------------------------------------

@@ -11,6 +11,12 @@ what remains tied is ranked pessimistically by the evaluator.
   visible history items h of cos(h, i) = n(h, i) / √(n(h) n(i)), where n(h, i) counts the training users
   whose training part holds both, n(h) those holding h; then popularity. Computed as X.T (X bag) with the
   sparse user × item incidence X, never an item × item table.
+
+With the items' text embeddings (`text` [d_vocab, d_text], row 0 = padding), the story's baselines:
+- `emb-mean`: the user vector is the mean of the last k visible history items' embeddings; score = cosine
+  with each item's embedding (the story's "emb-mean"; k = `EMB_MEAN_K` unless given).
+- `text-knn`: cosine of each item's embedding with the latest item's (the nearest documents to the last one).
+No popularity tie-break for these (cosines tie only for identical texts); ties are ranked pessimistically.
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import torch
 from torch import Tensor
 
 from circuits.data.sequences import SequenceDataset
+from circuits.errors import UserError
 from circuits.scoring.metrics import Scorer
 
 BASELINES = ("most-popular", "repeat", "markov")
+TEXT_BASELINES = ("emb-mean", "text-knn")
+EMB_MEAN_K = 10  # the story's baseline averaged the recent documents; 10 of the last is a common window
 
 
 def _popularity(ds: SequenceDataset) -> Tensor:
@@ -89,5 +98,38 @@ def cooccurrence(ds: SequenceDataset, normalise: bool = True) -> Scorer:
     return score
 
 
-def baseline_scorer(name: str, ds: SequenceDataset) -> Scorer:
+def _unit_rows(text: Tensor) -> Tensor:
+    """Unit-norm rows; the padding row is zero whatever `text` holds there (it must add nothing to a mean)."""
+    E = torch.nn.functional.normalize(torch.as_tensor(text, dtype=torch.float32), dim=-1)
+    E[0] = 0.0
+    return E
+
+
+def emb_mean(text: Tensor, k: int = EMB_MEAN_K) -> Scorer:
+    """Cosine between each item's embedding and the mean of the last `k` visible history items' embeddings."""
+    if k < 1:
+        raise UserError(f"emb-mean needs k ≥ 1, got {k}")
+    E = _unit_rows(text)
+
+    def score(history: Tensor, rows: np.ndarray) -> Tensor:
+        recent = history[:, -k:]
+        n = (recent != 0).sum(1, keepdim=True).clamp_min(1)
+        user = E[recent].sum(1) / n  # padding rows are zero, so this is the mean over real items
+        return torch.nn.functional.normalize(user, dim=-1) @ E.T
+
+    return score
+
+
+def text_knn(text: Tensor) -> Scorer:
+    """Cosine between each item's embedding and the latest visible item's."""
+    E = _unit_rows(text)
+    return lambda history, rows: E[history[:, -1]] @ E.T
+
+
+def baseline_scorer(name: str, ds: SequenceDataset, text: Tensor | None = None, k: int = EMB_MEAN_K) -> Scorer:
+    """The scorer of baseline `name`; the text baselines need the items' embeddings `text` [d_vocab, d_text]."""
+    if name in TEXT_BASELINES:
+        if text is None:
+            raise UserError(f"the {name} baseline needs the items' text embeddings")
+        return emb_mean(text, k) if name == "emb-mean" else text_knn(text)
     return {"most-popular": most_popular, "repeat": repeat, "markov": markov, "cooccurrence": cooccurrence}[name](ds)

@@ -14,7 +14,7 @@ from torch import Tensor
 from circuits.data.sequences import EvalSplit, SequenceDataset
 from circuits.errors import UserError
 from circuits.model import AttnOnlyTransformer, strip_left_padding
-from circuits.scoring.baselines import BASELINES, baseline_scorer
+from circuits.scoring.baselines import BASELINES, EMB_MEAN_K, TEXT_BASELINES, baseline_scorer
 from circuits.scoring.metrics import Scorer, evaluate_split
 
 PROTOCOLS = ("full/excluded", "full/included", "sampled")
@@ -27,8 +27,9 @@ PROTOCOL_NOTES = {
 
 
 def model_scorer(model: AttnOnlyTransformer, split: EvalSplit) -> Scorer:
-    """Scores for the next item after each (left-padded) history of `split`: logits at the last position.
-    (A model with time-gap attention reads the rows' `split.history_times`.)"""
+    """Scores for the next item after each (left-padded) history of `split`: logits at the last position
+    (`model.unembed`: items an id output never saw in training score -inf). A model with time-gap attention
+    reads the rows' `split.history_times`."""
 
     def score(history: Tensor, rows: np.ndarray) -> Tensor:
         if not model.cfg.uses_time:
@@ -48,17 +49,38 @@ def resolve_seen_policy(policy: str, ds: SequenceDataset) -> str:
     return policy
 
 
+def evaluation_splits(ds: SequenceDataset, n_ctx: int) -> dict[str, EvalSplit]:
+    """valid and test; where some test targets never occur in training (a cold-start split), also
+    `test/cold` (those users) and `test/warm` (the others)."""
+    splits = {s: ds.eval_split(s, n_ctx) for s in ("valid", "test")}
+    cold = ds.cold_targets(splits["test"])
+    if cold.any():
+        splits["test/cold"] = splits["test"].subset(cold, "test/cold")
+        splits["test/warm"] = splits["test"].subset(~cold, "test/warm")
+    return splits
+
+
 def evaluate_model(
     model: AttnOnlyTransformer | None, ds: SequenceDataset, n_ctx: int, baselines: tuple[str, ...] = BASELINES,
-    seed: int = 0,
+    seed: int = 0, text: Tensor | None = None, emb_mean_k: int = EMB_MEAN_K,
 ) -> dict:
-    """{"protocols": notes, "model": {split: {protocol: metrics}}, "baselines": {name: {split: {protocol: …}}}}."""
-    splits = {s: ds.eval_split(s, n_ctx) for s in ("valid", "test")}
-    out: dict = {"protocols": dict(PROTOCOL_NOTES)}
+    """{"protocols": notes, "users": {split: n}, "model": {split: {protocol: metrics}},
+    "baselines": {name: {split: {protocol: …}}}}.
+
+    Splits: see `evaluation_splits`. With the items' text embeddings (`text` [d_vocab, d_text]; by default a text
+    or hybrid model's own `E_text`) the text baselines (emb-mean over the last `emb_mean_k` items, text-knn)
+    join the others."""
+    splits = evaluation_splits(ds, n_ctx)
+    if text is None and model is not None and model.cfg.uses_text:
+        text = model.E_text
+    if text is not None:
+        baselines = tuple(baselines) + tuple(b for b in TEXT_BASELINES if b not in baselines)
+    out: dict = {"protocols": dict(PROTOCOL_NOTES), "users": {s: len(sp) for s, sp in splits.items()}}
     if model is not None:
         out["model"] = {s: evaluate_split(model_scorer(model, sp), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
     out["baselines"] = {
-        b: {s: evaluate_split(baseline_scorer(b, ds), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
+        b: {s: evaluate_split(baseline_scorer(b, ds, text, emb_mean_k), sp, ds.d_vocab, seed=seed)
+            for s, sp in splits.items()}
         for b in baselines
     }
     return out
@@ -75,10 +97,12 @@ def metrics_table(metrics: dict, columns: tuple[str, ...] = ("HR@10", "NDCG@10",
     return pd.DataFrame(rows)
 
 
-def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0) -> dict:
-    """`evaluate_model` for a loaded run, on its own data (rebuilt and fingerprint-checked) unless `ds` is given."""
+def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0, emb_mean_k: int | None = None) -> dict:
+    """`evaluate_model` for a loaded run, on its own data (rebuilt and fingerprint-checked) unless `ds` is given;
+    the emb-mean window of the run's training config unless `emb_mean_k` is given."""
     if ds is None:
         ds = run.dataset()
     else:
         run.check_data(ds)
-    return evaluate_model(run.model, ds, run.model.cfg.n_ctx, seed=seed)
+    k = emb_mean_k if emb_mean_k is not None else run.config["train"].get("emb_mean_k", EMB_MEAN_K)
+    return evaluate_model(run.model, ds, run.model.cfg.n_ctx, seed=seed, emb_mean_k=k)

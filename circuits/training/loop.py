@@ -58,23 +58,29 @@ def train(
     record: dict,
     resume: bool = False,
     progress: bool = True,
+    E_text: torch.Tensor | None = None,
 ) -> Path:
     """Train into `run_dir` (via `run_dir.partial`); return `run_dir` once complete.
 
     `record` is what config.json stores about the data (`record["data"]`: source and options, see
-    `circuits.runs.data_record`) and the command (`record["argv"]`).
+    `circuits.runs.data_record`), the command (`record["argv"]`) and, for text sides, the embeddings
+    (`record["text"]`). `E_text` [d_vocab, d_text]: the items' text embeddings of a text or hybrid model (on
+    resume they come back from the saved state).
     """
     run_dir = Path(run_dir)
     part = partial_dir(run_dir)
     policy = resolve_seen_policy(cfg.seen_policy, ds)
     n_neg = cfg.resolved_negatives(ds.n_items)
-    model = build_model(model_cfg, seed=cfg.seed)
+    state = torch.load(part / "state.pt", weights_only=False) if resume else None
+    if state is not None and model_cfg.uses_text:
+        E_text = state["model"]["E_text"]
+    model = build_model(model_cfg, seed=cfg.seed, E_text=E_text)
+    model.set_unseen(ds.train_counts())  # before training: unseen items are never negatives of an id output
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)  # dropout and negative sampling; one seed per entry point
     start_epoch, best, history, elapsed = 0, {"epoch": -1, "NDCG@10": -1.0}, [], 0.0
     lr_scale, last_decay = 1.0, -1
-    if resume:
-        state = torch.load(part / "state.pt", weights_only=False)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
@@ -86,6 +92,7 @@ def train(
             "model": model_cfg.to_dict(),
             "train": {**asdict(cfg), "resolved_negatives": n_neg, "resolved_seen_policy": policy},
             "data": {**record["data"], "fingerprint": ds.fingerprint, "summary": ds.summary()},
+            **({"text": record["text"]} if "text" in record else {}),
         })
         write_json(part / "argv.json", record.get("argv", []))
         counts = ds.train_counts()
@@ -140,7 +147,7 @@ def train(
 
     model.load_state_dict(load_file(str(part / "model.safetensors")))
     model.eval()
-    metrics = evaluate_model(model, ds, model_cfg.n_ctx)
+    metrics = evaluate_model(model, ds, model_cfg.n_ctx, emb_mean_k=cfg.emb_mean_k)
     metrics["training"] = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped_by": stopped_by,
                            "minutes": elapsed / 60, "selection": f"valid full/{policy} NDCG@10"}
     write_json(part / "metrics.json", metrics)

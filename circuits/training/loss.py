@@ -30,16 +30,18 @@ def next_item_loss(
     resid = model.residual(inputs, times)
     mask = targets != 0
     r, y = resid[mask], targets[mask]  # [N, d_model], [N]
-    W_U = model.W_U
     if n_negatives == 0:
-        logits = r @ W_U
+        logits = model.unembed(r)  # unseen items of an id output: -inf, never a negative (no vector to train)
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, y)
     assert log_q is not None
     neg = torch.multinomial(log_q.exp(), n_negatives, replacement=True)  # [K], shared by the batch
-    pos_logit = (r * W_U[:, y].T).sum(-1, keepdim=True) - log_q[y][:, None]
-    neg_logit = r @ W_U[:, neg] - log_q[neg][None, :]
+    # only the columns needed: a text model's W_U over a large pool is never formed here
+    pos_logit = (r * model.unembed_columns(y).T).sum(-1, keepdim=True) - log_q[y][:, None]
+    neg_logit = r @ model.unembed_columns(neg) - log_q[neg][None, :]
     neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))  # a negative equal to the target
+    if model.unscorable is not None:
+        neg_logit = neg_logit.masked_fill(model.unscorable[neg][None, :], float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
 
