@@ -19,10 +19,12 @@ split's histories, under three patterns:
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import torch
 
 from circuits.interp.sources import same_item_table
 
@@ -42,14 +44,30 @@ def duplicate_groups(ds) -> np.ndarray | None:
     return groups
 
 
-def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048
-                        ) -> pd.DataFrame:
-    """`same_item_table` on a split's histories, with the planted duplicate groups where the data has them."""
+def text_vectors(ds, source: str, columns: list[str] | None = None) -> torch.Tensor:
+    """The items' text embeddings [d_vocab, d] from `source` ('minilm', a model folder: the texts of the data's
+    item metadata; or an embedding file), in the dataset's vocabulary order: to judge "near-identical" by text
+    for any run, an id model's included."""
+    from circuits.data.readers import LogSpec, item_table
+    from circuits.text import align, embeddings_for, is_embedding_file
+
+    table = None if is_embedding_file(source) else item_table(LogSpec(**ds.info["source"]))
+    emb = embeddings_for(source, table, columns, progress=False)
+    return torch.from_numpy(align(emb, ds.item_ids, what=f"the items of {ds.name}"))
+
+
+def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048,
+                        vectors: torch.Tensor | None = None, basis: str | None = None) -> pd.DataFrame:
+    """`same_item_table` on a split's histories, with the planted duplicate groups where the data has them.
+    `vectors` [d_vocab, d] (named `basis`) judge "near-identical"; default: a text model's own text embeddings,
+    an id model's W_E."""
     ds = ds or run.dataset()
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
     table = same_item_table(run.model, sp.history[:max_users], near_cosine, times=sp.history_times[:max_users],
-                            groups=duplicate_groups(ds))
-    return table.assign(run=run.path.name, near_basis="text" if run.model.cfg.uses_text else "W_E")
+                            vectors=vectors, groups=duplicate_groups(ds))
+    if basis is None:
+        basis = "text" if vectors is not None or run.model.cfg.uses_text else "W_E"
+    return table.assign(run=run.path.name, near_basis=basis)
 
 
 def same_item_figure(table: pd.DataFrame) -> go.Figure:
@@ -81,6 +99,10 @@ def build_parser():
     p.add_argument("--near-cosine", type=float, default=0.9,
                    help="cosine for 'near-identical' (text embeddings of a text model, else W_E; default 0.9)")
     p.add_argument("--max-users", type=int, default=2048, help="histories used (default 2048)")
+    p.add_argument("--embeddings", metavar="SOURCE",
+                   help="judge 'near-identical' by these text embeddings for every run (an id run's too): 'minilm', "
+                        "a sentence-transformers folder (encoding the data's item metadata) or an embedding file")
+    p.add_argument("--text-cols", nargs="+", metavar="COL", help="metadata columns encoded (with --embeddings)")
     return p
 
 
@@ -89,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     runs = load_runs(args, need_attention=True)
-    table = pd.concat([same_item_attention(r, ds, split=args.split, near_cosine=args.near_cosine,
-                                           max_users=args.max_users) for r, ds in runs], ignore_index=True)
+    tables = []
+    for r, ds in runs:
+        vectors = None if args.embeddings is None else text_vectors(ds, args.embeddings, args.text_cols)
+        basis = None if args.embeddings is None else f"text ({Path(args.embeddings).name})"
+        tables.append(same_item_attention(r, ds, split=args.split, near_cosine=args.near_cosine,
+                                          max_users=args.max_users, vectors=vectors, basis=basis))
+    table = pd.concat(tables, ignore_index=True)
     values = [c for c in ("same", "near", "twin") if c in table]
     print(table.pivot_table(index=["run", "near_basis", "head"], columns="pattern", values=values, sort=False)
           .to_string(float_format="%.3f"))

@@ -39,6 +39,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--id-col", metavar="COL",
                    help="item id column of the metadata file (default: item_id/movieId/item…)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="texts per batch (default 128)")
+    p.add_argument("--data-seed", type=int, default=0, help="with ITEMS synthetic: the seed of the synthetic data (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -61,21 +62,19 @@ def output_path(out: str) -> Path:
 LOG_FILES = ("interactions.", "ratings.", "u.data")  # names of log files: their data source's metadata is meant
 
 
-def items_of(source: str, id_col: str | None = None):
-    """The item metadata table of ITEMS: 'synthetic', a data folder or log file (`item_table`), or a metadata
-    file (`read_item_table`)."""
-    from circuits.data import DEFAULT_DATA
-    from circuits.data.readers import LogSpec, item_table, read_item_table
+def items_of(source: str, id_col: str | None = None, data_seed: int = 0):
+    """The item metadata table of ITEMS: 'synthetic' (with `data_seed`), a data folder or log file (found as the
+    train command finds it: `log_spec` + `item_table`), or a metadata file (`read_item_table`)."""
+    from circuits.data import DEFAULT_DATA, log_spec
+    from circuits.data.readers import item_table, read_item_table
 
     if source == DEFAULT_DATA:
-        from circuits.data.synthetic import ensure_synthetic
-
-        return item_table(LogSpec(str(ensure_synthetic())), id_col)
+        return item_table(log_spec(DEFAULT_DATA, seed=data_seed), id_col)
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"items not found: {source}")
     if path.is_dir() or path.name.startswith(LOG_FILES):
-        return item_table(LogSpec(str(path)), id_col)
+        return item_table(log_spec(str(path)), id_col)
     return read_item_table(path, id_col)
 
 
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     out = output_path(args.out)
     start = time.perf_counter()
     model = resolve_model(args.model)  # a bad model fails before the items are read
-    table = items_of(args.items, args.id_col)
+    table = items_of(args.items, args.id_col, args.data_seed)
     ids, texts = item_texts(table, args.text_cols)
     emb = encode_items(ids, texts, model, batch_size=args.batch_size, progress=not args.quiet,
                        columns=text_columns(table, args.text_cols))

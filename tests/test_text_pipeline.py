@@ -160,3 +160,24 @@ def test_bad_text_input_is_one_line_and_writes_no_run(text_runs, tmp_path, capsy
     assert "go with --embed or --unembed" in one_line_error(
         ["--layers", "1", "--data", str(folder), "--out", "run", "--embeddings", str(emb)], capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["flat.ids.txt", "flat.npy", "notamodel", "short.parquet"]
+
+
+def test_same_item_judges_an_id_run_by_text_embeddings_when_given(text_runs, tmp_path):
+    from circuits.interp.sources import same_item_table
+
+    _, emb, runs = text_runs
+    assert same_item.main([str(runs["id"]), "--embeddings", str(emb), "--near-cosine", "0.5",
+                           "--out", str(tmp_path / "si")]) == 0
+    table = pd.read_csv(tmp_path / "si" / "same_item.csv").set_index(["head", "pattern"])
+    assert set(table["near_basis"]) == {"text (emb.npz)"}
+    run = load_run(runs["id"])
+    ds = run.dataset()
+    vectors = read_embeddings(emb)
+    row = {i: r for r, i in enumerate(vectors.ids)}
+    E = np.zeros((ds.d_vocab, vectors.dim), dtype=np.float32)
+    E[1:] = vectors.vectors[[row[i] for i in ds.item_ids[1:]]]
+    sp = ds.eval_split("test", run.model.cfg.n_ctx)
+    want = same_item_table(run.model, sp.history, 0.5, vectors=torch.from_numpy(E)).set_index(["head", "pattern"])
+    np.testing.assert_allclose(table.loc[want.index, "near"], want["near"], atol=1e-6)
+    default = same_item_table(run.model, sp.history, 0.5).set_index(["head", "pattern"])  # W_E: another answer
+    assert not np.allclose(default["near"], want["near"])
