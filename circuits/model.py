@@ -21,8 +21,8 @@ for the text sides: linear in d_vocab, never d_vocab²), so every analysis reads
 `W_E_text`/`W_U_text` give the text factors as FactoredMatrix.
 
 Items without training occurrences (`unseen`, a buffer set by training and saved with the weights: documents
-of a catalogue pool or held out for cold start) have no learned id vector: their id-side column was only ever
-pushed down as a negative. So a hybrid's id parts count as zero for them (they are scored by their text, as a
+of a catalogue pool or held out for cold start) take no part in training (never a negative: see the loss) and
+have no learned id vector. So a hybrid's id parts count as zero for them (they are scored by their text, as a
 served model scores a new document), and an id output cannot recommend them: `unembed` gives them -inf (as
 `component_logits` does for every component, so the decomposition still adds up). Attention is `learned` (QK), `static`
 (a learned score per head and bucket of query–key distance and/or time gap; no QK) or `uniform`; static

@@ -145,3 +145,24 @@ def test_near_and_twin_attention_of_a_text_model_against_a_per_query_loop():
         assert table.loc[(f"L0H{head}", "actual"), "near"] == pytest.approx(near / n, abs=1e-6)
         assert table.loc[(f"L0H{head}", "actual"), "twin"] == pytest.approx(twin / n, abs=1e-6)
         assert twin > 0 and near / n > table.loc[(f"L0H{head}", "actual"), "same"]
+
+
+@pytest.mark.parametrize("side", ["text", "hybrid", "id"])
+@pytest.mark.parametrize("n_negatives", [0, 4])
+def test_unseen_items_take_no_part_in_training(side, n_negatives, monkeypatch):
+    """Held-out documents do not exist when a model is trained: whatever their vectors, the loss is the same."""
+    model = model_with_sides(side, n_layers=1)
+    unseen = [8, 10]
+    counts = torch.ones(11)
+    counts[unseen] = 0
+    model.set_unseen(counts)
+    y = torch.tensor([[0, 0, 2, 7, 7, 1, 3, 9], [6, 1, 2, 3, 4, 5, 6, 2]])  # never an unseen target
+    monkeypatch.setattr(torch, "multinomial", lambda *a, **k: torch.tensor([3, 8, 10, 5]))
+    log_q = torch.full((11,), -2.3)
+    before = next_item_loss(model, X, y, n_negatives, log_q)
+    with torch.no_grad():
+        if side == "id":
+            model.W_U[:, unseen] = 50.0
+        else:
+            model.E_text[unseen] = 3.0 * model.E_text[1]  # a text that would dominate every softmax
+    torch.testing.assert_close(next_item_loss(model, X, y, n_negatives, log_q), before)

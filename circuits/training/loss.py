@@ -1,5 +1,7 @@
 """Next-item loss: cross-entropy at every real position, over all items or over sampled negatives.
 
+Items without training occurrences (`model.unseen`) are never candidates here, whatever the item sides.
+
 Full softmax (`n_negatives=0`) scores the target against every item. Sampled softmax scores it against K
 negatives shared by the batch (uniform or popularity-proportional), with the log-Q correction
 `logit - log q(item)` on every candidate so the sampled loss estimates the full one.
@@ -30,9 +32,14 @@ def next_item_loss(
     resid = model.residual(inputs, times)
     mask = targets != 0
     r, y = resid[mask], targets[mask]  # [N, d_model], [N]
+    # items never seen in training (a catalogue pool, held-out documents) take no part in training, on any
+    # side: new documents do not exist yet when a model is trained, so none may be pushed down as a negative
+    unseen = model.unseen if model.unseen.any() else None
     if n_negatives == 0:
-        logits = model.unembed(r)  # unseen items of an id output: -inf, never a negative (no vector to train)
+        logits = r @ model.W_U
         logits[:, 0] = float("-inf")
+        if unseen is not None:
+            logits = logits.masked_fill(unseen, float("-inf"))
         return F.cross_entropy(logits, y)
     assert log_q is not None
     neg = torch.multinomial(log_q.exp(), n_negatives, replacement=True)  # [K], shared by the batch
@@ -40,8 +47,8 @@ def next_item_loss(
     pos_logit = (r * model.unembed_columns(y).T).sum(-1, keepdim=True) - log_q[y][:, None]
     neg_logit = r @ model.unembed_columns(neg) - log_q[neg][None, :]
     neg_logit = neg_logit.masked_fill(neg[None, :] == y[:, None], float("-inf"))  # a negative equal to the target
-    if model.unscorable is not None:
-        neg_logit = neg_logit.masked_fill(model.unscorable[neg][None, :], float("-inf"))
+    if unseen is not None:
+        neg_logit = neg_logit.masked_fill(unseen[neg][None, :], float("-inf"))
     logits = torch.cat([pos_logit, neg_logit], dim=1)
     return F.cross_entropy(logits, torch.zeros(len(y), dtype=torch.long))
 
