@@ -76,7 +76,7 @@ def same_item_figure(table: pd.DataFrame) -> go.Figure:
     from circuits.plots import LAYOUT, safe
 
     titles = {"same": "the query's own item", "near": "near-identical items (cosine ≥ threshold, own item included)",
-              "twin": "its planted near-duplicates (another id)"}
+              "twin_given": "its planted near-duplicate (another id), where one is visible"}
     measures = [m for m in titles if m in table]
     fig = make_subplots(rows=len(measures), cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[f"attention on {titles[m]}" for m in measures])
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(same_item_attention(r, ds, split=args.split, near_cosine=args.near_cosine,
                                           max_users=args.max_users, vectors=vectors, basis=basis))
     table = pd.concat(tables, ignore_index=True)
-    values = [c for c in ("same", "near", "twin") if c in table]
+    values = [c for c in ("same", "near", "twin", "twin_given") if c in table]
     print(table.pivot_table(index=["run", "near_basis", "head"], columns="pattern", values=values, sort=False)
           .to_string(float_format="%.3f"))
     print("\n" + save(args.out, {"same_item": table}, ("same_item", same_item_figure(table))))

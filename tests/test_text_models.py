@@ -130,20 +130,27 @@ def test_near_and_twin_attention_of_a_text_model_against_a_per_query_loop():
         _, cache = model.run_with_cache(torch.from_numpy(h))
     pattern = cache["blocks.0.attn.hook_pattern"]
     for head in (0, 1):
-        near, twin, n = 0.0, 0.0, 0
+        near, twin, n, given, n_given = 0.0, 0.0, 0, 0.0, 0
         for b, row in enumerate(h):
             for q in range(len(row)):
                 if row[q] == 0:
                     continue
                 n += 1
+                on_twin, has = 0.0, False
                 for k in range(q + 1):
                     if row[k] == 0:
                         continue
                     w = float(pattern[b, head, q, k])
                     near += w * bool(float(E[row[k]] @ E[row[q]]) >= 0.9)
-                    twin += w * (groups[row[k]] == groups[row[q]] >= 0 and row[k] != row[q])
+                    is_twin = groups[row[k]] == groups[row[q]] >= 0 and row[k] != row[q]
+                    on_twin += w * is_twin
+                    has = has or is_twin
+                twin += on_twin
+                given, n_given = given + on_twin * has, n_given + has
         assert table.loc[(f"L0H{head}", "actual"), "near"] == pytest.approx(near / n, abs=1e-6)
         assert table.loc[(f"L0H{head}", "actual"), "twin"] == pytest.approx(twin / n, abs=1e-6)
+        assert table.loc[(f"L0H{head}", "actual"), "twin_given"] == pytest.approx(given / n_given, abs=1e-6)
+        assert table.loc[(f"L0H{head}", "actual"), "twin_queries"] == n_given
         assert twin > 0 and near / n > table.loc[(f"L0H{head}", "actual"), "same"]
 
 

@@ -94,7 +94,8 @@ def same_item_table(
     `same`), on near-identical items (cosine ≥ `near_cosine` of `vectors` [d_vocab, d], default `near_vectors`:
     `near`, which includes `same`) and, with `groups` (int [d_vocab], e.g. planted duplicate stories; -1 =
     none), on other items of the query item's group (`twin`), averaged over every real query position of the
-    left-padded `histories`, under three patterns: `actual`, `positional` (the head's scores from positions
+    left-padded `histories` (and `twin_given`: the twin share averaged over the `twin_queries` queries that have
+    a twin among their visible keys), under three patterns: `actual`, `positional` (the head's scores from positions
     alone: the W_pos terms of QK, or static attention's distance scores; absent for static attention over time
     gaps only) and `uniform`. The batched form of `same_item_shares`. `times`: the histories' timestamps, needed
     by a model whose attention reads time gaps."""
@@ -102,7 +103,7 @@ def same_item_table(
     E = torch.nn.functional.normalize(near_vectors(model) if vectors is None else torch.as_tensor(vectors), dim=-1)
     group = None if groups is None else torch.as_tensor(groups, dtype=torch.long)
     sums: dict[tuple[str, str], np.ndarray] = {}
-    n_queries = 0
+    n_queries = n_twin_queries = 0
     for lo in range(0, len(histories), batch):
         x, t = torch.from_numpy(histories[lo : lo + batch]), None
         if times is None:
@@ -113,10 +114,11 @@ def same_item_table(
         allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
         same = (x[:, :, None] == x[:, None, :]) & allowed
         near = (E[x] @ E[x].transpose(1, 2) >= near_cosine) & allowed
-        twin = None
+        twin = has_twin = None
         if group is not None:
             g = group[x]
             twin = (g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0) & ~same & allowed
+            has_twin = twin.any(-1) & real  # [b, q]
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
         _, cache = model.run_with_cache(x, times=t)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
@@ -137,11 +139,19 @@ def same_item_table(
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():
                     masks = (same, near) if twin is None else (same, near, twin)
-                    shares = np.array([float((p * m)[real].sum()) for m in masks])
+                    shares = [float((p * m)[real].sum()) for m in masks]
+                    if twin is not None:  # the twin share of the queries that have a twin to attend to
+                        shares.append(float((p * twin).sum(-1)[has_twin].sum()))
                     key = (f"L{l}H{h}", name)
-                    sums[key] = sums.get(key, 0) + shares
+                    sums[key] = sums.get(key, 0) + np.array(shares)
         n_queries += int(real.sum())
+        n_twin_queries += 0 if twin is None else int(has_twin.sum())
     columns = ("same", "near") if group is None else ("same", "near", "twin")
-    rows = [{"head": head, "pattern": name, **{c: v[i] / n_queries for i, c in enumerate(columns)}}
-            for (head, name), v in sums.items()]
+    rows = []
+    for (head, name), v in sums.items():
+        row = {"head": head, "pattern": name, **{c: v[i] / n_queries for i, c in enumerate(columns)}}
+        if group is not None:
+            row.update(twin_given=v[3] / n_twin_queries if n_twin_queries else float("nan"),
+                       twin_queries=n_twin_queries)
+        rows.append(row)
     return pd.DataFrame(rows)
