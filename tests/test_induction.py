@@ -10,10 +10,11 @@ from circuits.data.synthetic import SyntheticConfig, write
 from circuits.interp.head_scores import induction_scores
 from circuits.runs import load_run
 
-# Uniformly random documents (no topics to learn, no series, no repeats): after a revisit, the user retraces
-# the path that followed the revisited document earlier (p_induction), or not at all (the control).
+# Uniformly random documents (no topics to learn, no series, no repeats, no near-duplicates: a revisit through
+# a story's other id would not replay): after a revisit, the user retraces the path that followed the revisited
+# document earlier (p_induction), or not at all (the control).
 JOURNEYS = dict(n_topics=2, docs_per_topic=250, series_per_topic=0, zipf_exponent=0.0, p_repeat=0.0, p_jump=0.0,
-                p_revisit=0.2, topics_per_user=2, n_users=8000, min_length=20, max_length=40)
+                p_revisit=0.2, p_duplicate=0.0, topics_per_user=2, n_users=8000, min_length=20, max_length=40)
 TRAIN = ["--layers", "2", "--epochs", "45", "--patience", "45", "--decay-patience", "0", "--dropout", "0",
          "--batch-size", "128", "--lr", "7e-3", "--quiet"]
 

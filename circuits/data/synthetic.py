@@ -206,8 +206,9 @@ SERIES_STEPS = [
 ]
 SERIES_NAMES = ["Foundations", "Deep dive", "Masterclass", "Walkthrough", "Course", "Chronicle"]
 # Bumped whenever the same config generates different data (2: induction replays continue; 3: texts and
-# near-duplicates), so cached folders of an older generator are never reused.
-GENERATOR_VERSION = 3
+# near-duplicates; 4: texts and twins from a generator of their own, so that with p_duplicate=0 the data is
+# exactly version 2's), so cached folders of an older generator are never reused.
+GENERATOR_VERSION = 4
 MECHANISMS = ("start", "induction", "series", "repeat", "revisit", "jump", "topic")
 
 
@@ -254,7 +255,10 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
     """Documents: item_id, title, topic, series (-1 if none), part (1-based, 0 if none), n_parts, text (what a
     text encoder reads with the title), duplicate_of (a twin's original item id, '' for every other document).
 
-    Each topic's rows are its stand-alone documents, then the twins among them, then its series."""
+    Each topic's rows are its stand-alone documents, then the twins among them, then its series. The texts and
+    the twins draw from a generator of their own, so that without twins the catalogue and the journeys are
+    exactly those of generator version 2 (the random stream of `rng` is the one it had)."""
+    text_rng = np.random.default_rng([cfg.seed, 3])
     standalone, series_rows = [], []
     series_id = 0
     for t in range(cfg.n_topics):
@@ -270,7 +274,7 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
         with_adj = {a: np.zeros(len(subjects)) for a in ADJECTIVES}
         for j in chosen:
             a, n = pairs[j]
-            s = np.lexsort((rng.random(len(subjects)), usage, with_adj[a], with_noun[n]))[0]
+            s = np.lexsort((text_rng.random(len(subjects)), usage, with_adj[a], with_noun[n]))[0]
             usage[s] += 1
             with_noun[n][s] += 1
             with_adj[a][s] += 1
@@ -280,14 +284,14 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
         for s in range(cfg.series_per_topic):
             n_parts = int(rng.integers(cfg.series_min_parts, cfg.series_max_parts + 1))
             name = f"{topic} {SERIES_NAMES[s % len(SERIES_NAMES)]}" + (f" {s // len(SERIES_NAMES) + 1}" if s >= len(SERIES_NAMES) else "")
-            part_subject = np.resize(rng.permutation(len(subjects)), n_parts)  # repeats only past 12 parts
+            part_subject = np.resize(text_rng.permutation(len(subjects)), n_parts)  # repeats only past 12 parts
             for k in range(1, n_parts + 1):
                 previous = subjects[part_subject[k - 2]] if k > 1 else ""
                 text = _series_text(name, word, k, n_parts, subjects[part_subject[k - 1]], previous)
                 series_rows.append(dict(title=f"{name}, part {k} of {n_parts}", topic=topic, series=series_id,
                                         part=k, n_parts=n_parts, text=text))
             series_id += 1
-    twinned = set(rng.choice(len(standalone), size=round(cfg.p_duplicate * len(standalone)), replace=False).tolist())
+    twinned = set(text_rng.choice(len(standalone), size=round(cfg.p_duplicate * len(standalone)), replace=False).tolist())
     rows: list[dict] = []
     id_of: dict[int, str] = {}
     for topic in TOPICS[: cfg.n_topics]:
