@@ -75,7 +75,7 @@ def train(
     if state is not None and model_cfg.uses_text:
         E_text = state["model"]["E_text"]
     model = build_model(model_cfg, seed=cfg.seed, E_text=E_text)
-    model.set_unseen(ds.train_counts())  # before training: unseen items are never negatives of an id output
+    model.set_unseen(ds.train_counts())  # before training: unseen items are never negatives (see the loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     torch.manual_seed(cfg.seed)  # dropout and negative sampling; one seed per entry point
     start_epoch, best, history, elapsed = 0, {"epoch": -1, "NDCG@10": -1.0}, [], 0.0
