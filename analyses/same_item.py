@@ -48,12 +48,9 @@ def text_vectors(ds, source: str, columns: list[str] | None = None) -> torch.Ten
     """The items' text embeddings [d_vocab, d] from `source` ('minilm', a model folder: the texts of the data's
     item metadata; or an embedding file), in the dataset's vocabulary order: to judge "near-identical" by text
     for any run, an id model's included."""
-    from circuits.data.readers import LogSpec, item_table
-    from circuits.text import align, embeddings_for, is_embedding_file
+    from circuits.text import dataset_embeddings
 
-    table = None if is_embedding_file(source) else item_table(LogSpec(**ds.info["source"]))
-    emb = embeddings_for(source, table, columns, progress=False)
-    return torch.from_numpy(align(emb, ds.item_ids, what=f"the items of {ds.name}"))
+    return torch.from_numpy(dataset_embeddings(source, ds, columns, progress=False)[0])
 
 
 def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 0.9, max_users: int = 2048,

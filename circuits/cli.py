@@ -125,14 +125,6 @@ def dataset_from_args(args: argparse.Namespace):
     return load_dataset(data_source_arg(args), **data_options(args))
 
 
-def log_spec_from_args(args: argparse.Namespace):
-    """Where `dataset_from_args` reads (a `LogSpec`), e.g. to find the same data's item metadata."""
-    from circuits.data import log_spec
-
-    return log_spec(data_source_arg(args), format=args.format, user_col=args.user_col, item_col=args.item_col,
-                    time_col=args.time_col, items=args.items, title_col=args.title_col, seed=args.data_seed)
-
-
 def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:
     """For commands that read a run: where its data is now, if not where the run recorded it."""
     g = parser.add_argument_group("the run's data (default: where the run recorded it)")

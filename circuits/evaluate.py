@@ -33,12 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     from circuits.runs import load_run
     from circuits.scoring.evaluator import PROTOCOLS, evaluate_run, metrics_table
     from circuits.scoring.metrics import KS
+    from circuits.scoring.retrieval import retrieval_table
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
     ds = run_dataset(run, args)
     metrics = evaluate_run(run, ds, seed=args.seed, emb_mean_k=args.emb_mean_k)
-    retrieval = faiss_table(run, ds) if args.faiss else None
+    retrieval = retrieval_table(run.model, ds.eval_split("test", run.model.cfg.n_ctx)) if args.faiss else None
     if args.json:
         extra = {} if retrieval is None else {"retrieval": retrieval.to_dict(orient="records")}
         print(json.dumps({"run": str(run.path), "data": ds.summary(), **metrics, **extra}, indent=2))
@@ -62,16 +63,6 @@ def main(argv: list[str] | None = None) -> int:
               "full ranking; qps = top-10 queries per second, batched) ==")
         print(retrieval.drop(columns="n_items").to_string(index=False, float_format="%.4f"))
     return 0
-
-
-def faiss_table(run, ds):
-    """`retrieval_table` of the run's model on the test split; an id model's index holds only items it saw in
-    training, as its full ranking does (`model.unscorable`)."""
-    from circuits.scoring.retrieval import retrieval_table
-
-    unscorable = run.model.unscorable
-    return retrieval_table(run.model, ds.eval_split("test", run.model.cfg.n_ctx),
-                           keep=None if unscorable is None else ~unscorable.numpy())
 
 
 if __name__ == "__main__":

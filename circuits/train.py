@@ -17,7 +17,6 @@ from circuits.cli import (
     data_options,
     data_source_arg,
     dataset_from_args,
-    log_spec_from_args,
     run_cli,
 )
 from circuits.config import ModelConfig, TrainConfig, static_buckets
@@ -81,14 +80,11 @@ def text_embeddings(args, ds) -> tuple["torch.Tensor", dict]:
     """(E_text [d_vocab, d_text] float32 tensor, the record config.json keeps) for the dataset's vocabulary."""
     import torch
 
-    from circuits.data.readers import item_table
-    from circuits.text import align, embeddings_for, is_embedding_file
+    from circuits.text import dataset_embeddings
 
     source = args.embeddings or "minilm"
-    table = None if is_embedding_file(source) else item_table(log_spec_from_args(args))
-    emb = embeddings_for(source, table, args.text_cols, progress=not args.quiet)
-    E_text = torch.from_numpy(align(emb, ds.item_ids, what=f"the items of {ds.name}"))
-    return E_text, {**emb.meta, "source": source}
+    vectors, emb = dataset_embeddings(source, ds, args.text_cols, progress=not args.quiet)
+    return torch.from_numpy(vectors), {**emb.meta, "source": source}
 
 
 def main(argv: list[str] | None = None) -> int:

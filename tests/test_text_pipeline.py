@@ -83,6 +83,13 @@ def test_stored_metrics_faiss_exact_and_the_rank_table_agree_on_a_trained_cold_s
         assert all(abs(got[m] - want[m]) < 1e-6 for m in want), (name, "rank table")
     cold = run.metrics["model"]["test/cold"]["full/excluded"]["HR@20"]
     assert cold == 0.0 if side == "id" else cold >= 0.0
+    from circuits.scoring.retrieval import retrieval_table
+
+    table = retrieval_table(run.model, ds.eval_split("test", run.model.cfg.n_ctx), kinds=("exact",))
+    n_scorable = ds.n_items - (0 if unscorable is None else int(unscorable.sum()))
+    assert table["n_items"].iloc[0] == n_scorable  # by default the index holds what the model can recommend
+    test = run.metrics["model"]["test"]
+    assert abs(table["full/excluded NDCG@10"].iloc[0] - test["full/excluded"]["NDCG@10"]) < 1e-6
 
 
 def test_an_interrupted_text_run_resumes_to_the_same_weights(text_runs, tmp_path, monkeypatch):

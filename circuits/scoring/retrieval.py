@@ -273,13 +273,16 @@ def retrieval_table(
     of the index's top 10 against the exact index's (policy included; exact = 1.0), `build_s`, `qps` (a plain
     top-10 batched search of all the split's user vectors, timed here), `n_items` and the `params` used.
     `params`: per kind, keyword arguments for `build_index`, e.g. {"hnsw": {"ef_search": 128}}; `keep`: the
-    items the indexes hold (see `build_index`)."""
+    items the indexes hold (see `build_index`; default: those the model can recommend, `model.unscorable`
+    left out, as in its full ranking)."""
     params = params or {}
     for kind in list(kinds) + list(params):
         if kind not in INDEX_KINDS:
             raise UserError(f"unknown index kind {kind!r} (one of {', '.join(INDEX_KINDS)})")
     if k < 10:
         raise UserError(f"k must be at least 10 for a table at cutoff 10, got {k}")
+    if keep is None and model.unscorable is not None:
+        keep = ~model.unscorable.numpy()
     queries = user_vectors(model, split)
     vectors = item_vectors(model)
     top = min(10, len(vectors) - 1)

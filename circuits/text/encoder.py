@@ -38,11 +38,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from circuits.data.readers import TITLE_COLUMNS
+from circuits.data.readers import TITLE_COLUMNS, LogSpec, item_table
 from circuits.errors import UserError
 from circuits.text.embeddings import (
     EMBEDDING_SUFFIXES,
     ItemEmbeddings,
+    align,
     is_embedding_file,
     read_embeddings,
     unit_norm,
@@ -346,3 +347,13 @@ def embeddings_for(
     ids, texts = item_texts(table, columns)
     return encode_items(ids, texts, model, batch_size=batch_size, progress=progress,
                         columns=text_columns(table, columns))
+
+
+def dataset_embeddings(source: str, ds, columns: Sequence[str] | None = None, progress: bool = True
+                       ) -> tuple[np.ndarray, ItemEmbeddings]:
+    """(vectors float32 [d_vocab, d] in `ds`'s vocabulary order, row 0 = padding, and the `ItemEmbeddings`
+    they came from) for `source` (see `embeddings_for`); a model encodes the item metadata of the data `ds` was
+    read from (its recorded `LogSpec`)."""
+    table = None if is_embedding_file(source) else item_table(LogSpec(**ds.info["source"]))
+    emb = embeddings_for(source, table, columns, progress=progress)
+    return align(emb, ds.item_ids, what=f"the items of {ds.name}"), emb
