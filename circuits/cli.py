@@ -77,6 +77,7 @@ def config_from_args(cls, args: argparse.Namespace, **given: Any):
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that say which log to read and how (the train command's)."""
     from circuits.data import DEFAULT_DATA
+    from circuits.data.cache import ENGINES
     from circuits.data.readers import FORMATS
     from circuits.data.sequences import POOLS, TIE_BREAKS
 
@@ -103,13 +104,18 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                    help="cold-start split: hold this share of the log's items out of training; they remain only "
                         "as users' last items, i.e. as test targets never seen in training (default 0: none)")
     g.add_argument("--cold-seed", type=int, default=0, help="seed of the held-out items (default 0)")
+    g.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="how a log is read: pandas (in memory), duckdb (out of core, bounded memory: CSV/TSV/Parquet "
+                        "tables and folders of Parquet partitions) or auto (default: duckdb for partition folders "
+                        "and logs over 256 MB); the dataset is the same either way")
 
 
 def data_options(args: argparse.Namespace) -> dict:
     """The `load_dataset` keyword arguments given by `add_data_arguments`' flags."""
     return {"format": args.format, "user_col": args.user_col, "item_col": args.item_col, "time_col": args.time_col,
             "items": args.items, "title_col": args.title_col, "kcore": args.kcore, "tie_break": args.tie_break,
-            "seed": args.data_seed, "pool": args.pool, "cold_items": args.cold_items, "cold_seed": args.cold_seed}
+            "seed": args.data_seed, "pool": args.pool, "cold_items": args.cold_items, "cold_seed": args.cold_seed,
+            "engine": args.engine}
 
 
 def data_source_arg(args: argparse.Namespace) -> str:

@@ -107,15 +107,18 @@ def test_split_windows_and_seen_sets():
 
 
 def test_preprocessing_is_cached_and_fingerprinted(tmp_path, monkeypatch):
-    import circuits.data.sequences as sequences
+    import circuits.data.cache as cache
+
+    def entries():
+        return {p for p in cache.cache_dir().glob("*/meta.json")}
 
     path = write_log(tmp_path / "log.csv")
     cols = {"user_col": "uid", "item_col": "doc", "time_col": "ts"}
-    before = set(sequences.cache_dir().glob("*.npz"))
+    before = entries()
     a = load_dataset(str(path), **cols)
-    assert len(set(sequences.cache_dir().glob("*.npz")) - before) == 1  # the result was written to the cache
+    assert len(entries() - before) == 1  # the result was written to the cache
     with monkeypatch.context() as m:  # a second load must not read the log at all
-        m.setattr(sequences, "read_log", lambda spec: pytest.fail("read the log again despite the cache"))
+        m.setattr(cache, "read_log", lambda spec: pytest.fail("read the log again despite the cache"))
         b = load_dataset(str(path), **cols)
     assert b.fingerprint == a.fingerprint and np.array_equal(b.items, a.items)
     assert list(b.item_ids) == list(a.item_ids) and np.array_equal(b.timestamps, a.timestamps)
@@ -125,7 +128,7 @@ def test_preprocessing_is_cached_and_fingerprinted(tmp_path, monkeypatch):
     write_log(path, LOG.assign(ts=LOG["ts"] + 1))
     d = load_dataset(str(path), **cols)
     assert np.array_equal(d.timestamps, a.timestamps + 1)
-    assert len(set(sequences.cache_dir().glob("*.npz")) - before) == 3
+    assert len(entries() - before) == 3
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from circuits.data.cache import load_log_dataset
 from circuits.data.readers import DEFAULT_DATA, LogSpec, read_log
-from circuits.data.sequences import EvalSplit, Preprocess, SequenceDataset, build_dataset, load_log_dataset
+from circuits.data.sequences import EvalSplit, Preprocess, SequenceDataset, build_dataset
 
 
 def load_dataset(
@@ -21,14 +22,18 @@ def load_dataset(
     pool: str = "log",
     cold_items: float = 0.0,
     cold_seed: int = 0,
+    engine: str = "auto",
+    progress: bool = True,
 ) -> SequenceDataset:
     """`data` = "synthetic" (the built-in default, generated with `seed` on first use and cached) or a path to
     a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it (see
-    `circuits.data.sequences`: k-core, tie-break, the candidate pool, the cold-start split)."""
+    `circuits.data.sequences`: k-core, tie-break, the candidate pool, the cold-start split); `engine` how a log is
+    read (pandas in memory, or DuckDB out of core; `auto` picks by size; the same result either way)."""
     pre = Preprocess(kcore=kcore, tie_break=tie_break, pool=pool, cold_items=cold_items, cold_seed=cold_seed)
     spec = log_spec(data, format=format, user_col=user_col, item_col=item_col, time_col=time_col, items=items,
                     title_col=title_col, seed=seed)
-    return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})" if data == DEFAULT_DATA else None)
+    return load_log_dataset(spec, pre, name=f"synthetic (seed {seed})" if data == DEFAULT_DATA else None,
+                            engine=engine, progress=progress)
 
 
 def log_spec(

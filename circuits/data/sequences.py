@@ -24,7 +24,6 @@ Conventions (documented in the README):
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from circuits.data.readers import LogSpec, file_digest_inputs, read_log
 from circuits.errors import UserError
 
 PAD_ID = "<pad>"
-CACHE_VERSION = 1
 TIE_BREAKS = ("file", "item")
 POOLS = ("log", "catalogue")
 
@@ -85,12 +82,10 @@ class EvalSplit:
     def subset(self, rows: np.ndarray, name: str) -> "EvalSplit":
         """The split restricted to `rows` (int indices or a bool mask), CSR lists carried along."""
         rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=np.int64)
-
-        def take(ptr: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return _csr([items[ptr[r] : ptr[r + 1]] for r in rows])
-
+        seen = _csr_take(self.seen_ptr, self.seen_items, rows)
+        touched = _csr_take(self.touched_ptr, self.touched_items, rows)
         return EvalSplit(name, self.users[rows], self.history[rows], self.target[rows], self.history_times[rows],
-                         *take(self.seen_ptr, self.seen_items), *take(self.touched_ptr, self.touched_items))
+                         *seen, *touched)
 
 
 @dataclass
@@ -105,6 +100,8 @@ class SequenceDataset:
     items: np.ndarray  # int64 [n_interactions], vocabulary indices
     timestamps: np.ndarray  # float64 [n_interactions]
     info: dict = field(default_factory=dict)
+    # derived values computed once per dataset (train counts, fingerprint, …): the arrays never change
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # --- sizes --------------------------------------------------------------------------------------
     @property
@@ -126,6 +123,11 @@ class SequenceDataset:
     @property
     def fingerprint(self) -> str:
         """Content hash of the processed data; a checkpoint is only valid for data with the same one."""
+        if "fingerprint" not in self._memo:
+            self._memo["fingerprint"] = self._fingerprint()
+        return self._memo["fingerprint"]
+
+    def _fingerprint(self) -> str:
         h = hashlib.sha256()
         for a in (self.offsets, self.items, self.timestamps):
             h.update(np.ascontiguousarray(a).tobytes())
@@ -136,9 +138,14 @@ class SequenceDataset:
     @property
     def has_repeats(self) -> bool:
         """Does any user interact with the same item twice? (Decides the default seen-item policy.)"""
+        if "has_repeats" in self.info:  # computed when the dataset was built (an out-of-core build cannot afford it twice)
+            return bool(self.info["has_repeats"])
+        if "has_repeats" in self._memo:
+            return self._memo["has_repeats"]
         user = np.repeat(np.arange(self.n_users), self.lengths)
-        pairs = user.astype(np.int64) * self.d_vocab + self.items
-        return len(np.unique(pairs)) < len(pairs)
+        pairs = np.sort(user.astype(np.int64) * self.d_vocab + self.items)
+        self._memo["has_repeats"] = bool((pairs[1:] == pairs[:-1]).any())
+        return self._memo["has_repeats"]
 
     def summary(self) -> dict:
         lengths = self.lengths
@@ -181,8 +188,11 @@ class SequenceDataset:
         )
 
     def train_counts(self) -> np.ndarray:
-        """Occurrences of each item in the training part of all sequences: int64 [d_vocab]."""
-        return np.bincount(self.items[self._train_mask()], minlength=self.d_vocab)
+        """Occurrences of each item in the training part of all sequences: int64 [d_vocab] (counted once; each
+        call returns a copy)."""
+        if "train_counts" not in self._memo:
+            self._memo["train_counts"] = np.bincount(self.items[self._train_mask()], minlength=self.d_vocab)
+        return self._memo["train_counts"].copy()
 
     def cold_targets(self, split: EvalSplit) -> np.ndarray:
         """bool [len(split)]: the target never occurs in the training part of any sequence (a cold item)."""
@@ -207,55 +217,123 @@ class SequenceDataset:
 
     def transition_counts(self) -> tuple[np.ndarray, np.ndarray]:
         """Sparse first-order transition counts: (sorted keys a·d_vocab + b, counts) over the training parts."""
-        prev, nxt = self.train_transitions()
-        return np.unique(prev * self.d_vocab + nxt, return_counts=True)
+        if "transitions" not in self._memo:
+            prev, nxt = self.train_transitions()
+            keys = np.sort(prev * self.d_vocab + nxt)  # np.sort + run lengths: np.unique is slower at 50M pairs
+            first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+            counts = np.diff(np.r_[first, len(keys)])
+            self._memo["transitions"] = (keys[first], counts)
+        keys, counts = self._memo["transitions"]
+        return keys.copy(), counts.copy()
 
     # --- model inputs -------------------------------------------------------------------------------
+    def train_lengths(self) -> np.ndarray:
+        """Items in each user's training part: int64 [n_users] (the whole sequence for users with < 3
+        interactions, all but the last two otherwise)."""
+        lengths = self.lengths
+        return lengths - np.where(lengths >= 3, 2, 0)
+
+    def train_users(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray]:
+        """(users whose training part has ≥ 2 items, in user order; their number of training targets in a window
+        of `n_ctx`, i.e. min(n_ctx, training length − 1)): the rows `train_batch` reads."""
+        train_len = self.train_lengths()
+        users = np.flatnonzero(train_len >= 2)
+        return users, np.minimum(n_ctx, train_len[users] - 1)
+
+    def train_batch(self, users: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training windows of `users`, cut to the last `width` positions (≤ n_ctx; the batch's longest
+        window), gathered from the flat arrays: inputs and next-item targets (int64) and the inputs' timestamps
+        (float64), left-padded, [len(users), width] each; target 0 = padding (no loss).
+
+        For a training part s: inputs = s[:-1][-width:], targets = s[1:][-width:]."""
+        users = np.asarray(users, dtype=np.int64)
+        start = self.offsets[users]
+        end = start + self.train_lengths()[users] - 1  # the last input's successor is the part's last item
+        idx = end[:, None] - width + np.arange(width)  # input positions, right-aligned at the end
+        real = idx >= start[:, None]
+        idx = np.where(real, idx, 0)
+        inputs = np.where(real, self.items[idx], 0)
+        targets = np.where(real, self.items[idx + 1], 0)
+        times = np.where(real, self.timestamps[idx], 0.0)
+        return inputs, targets, times
+
     def train_windows(self, n_ctx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Training inputs, next-item targets (int64) and the inputs' timestamps (float64), left-padded:
-        [n_train_users, n_ctx] each.
+        [n_train_users, n_ctx] each, for every user of `train_users` (training streams them in batches with
+        `train_batch` instead; this is the whole table, for small data and tests).
 
         For a training part s (≥ 2 items): inputs = s[:-1][-n_ctx:], targets = s[1:][-n_ctx:]; target 0 =
         padding (no loss).
         """
-        mask = self._train_mask()
-        users = [u for u in range(self.n_users) if mask[self.offsets[u] : self.offsets[u + 1]].sum() >= 2]
-        inputs = np.zeros((len(users), n_ctx), dtype=np.int64)
-        targets = np.zeros((len(users), n_ctx), dtype=np.int64)
-        times = np.zeros((len(users), n_ctx), dtype=np.float64)
-        for r, u in enumerate(users):
-            lo = self.offsets[u]
-            hi = lo + int(mask[lo : self.offsets[u + 1]].sum())  # the training part is a prefix
-            x = slice(max(lo, hi - 1 - n_ctx), hi - 1)
-            w = hi - 1 - x.start
-            inputs[r, n_ctx - w :] = self.items[x]
-            times[r, n_ctx - w :] = self.timestamps[x]
-            targets[r, n_ctx - w :] = self.items[x.start + 1 : hi]
-        return inputs, targets, times
+        users, _ = self.train_users(n_ctx)
+        return self.train_batch(users, n_ctx)
 
-    def eval_split(self, split: str, n_ctx: int) -> EvalSplit:
-        """Validation (`valid`: target = second-to-last item) or test (`test`: target = last item)."""
+    def eval_users(self) -> np.ndarray:
+        """Users with an evaluation target (≥ 3 interactions), in user order: int64 row indices."""
+        return np.flatnonzero(self.lengths >= 3)
+
+    def eval_split(self, split: str, n_ctx: int, users: np.ndarray | None = None) -> EvalSplit:
+        """Validation (`valid`: target = second-to-last item) or test (`test`: target = last item), for every
+        user with ≥ 3 interactions or for `users` (row indices of such users, in the order given; e.g. a sample
+        from `sample_eval_users`). Built with array operations from the flat arrays (no per-user loop)."""
         if split not in ("valid", "test"):
             raise UserError(f"unknown split {split!r} (valid or test)")
         back = 2 if split == "valid" else 1
-        users = np.flatnonzero(self.lengths >= 3)
-        history = np.zeros((len(users), n_ctx), dtype=np.int64)
-        history_times = np.zeros((len(users), n_ctx), dtype=np.float64)
-        target = np.empty(len(users), dtype=np.int64)
-        seen, touched = [], []
-        for r, u in enumerate(users):
-            full = self.items[self.offsets[u] : self.offsets[u + 1]]
-            h = full[: len(full) - back]
-            target[r] = full[len(full) - back]
-            w = h[-n_ctx:]
-            history[r, n_ctx - len(w) :] = w
-            end = self.offsets[u] + len(h)
-            history_times[r, n_ctx - len(w) :] = self.timestamps[end - len(w) : end]
-            seen.append(np.unique(h))
-            touched.append(np.unique(full))
-        seen_ptr, seen_items = _csr(seen)
-        touched_ptr, touched_items = _csr(touched)
-        return EvalSplit(split, users, history, target, history_times, seen_ptr, seen_items, touched_ptr, touched_items)
+        if users is None:
+            users = self.eval_users()
+        else:
+            users = np.asarray(users, dtype=np.int64)
+            if len(users) and (self.lengths[users] < 3).any():
+                raise ValueError("eval_split: every user must have at least 3 interactions")
+        start, full_end = self.offsets[users], self.offsets[users + 1]
+        end = full_end - back  # the history is items[start:end], the target items[end]
+        target = np.asarray(self.items[end], dtype=np.int64)
+        idx = end[:, None] - n_ctx + np.arange(n_ctx)
+        real = idx >= start[:, None]
+        idx = np.where(real, idx, 0)
+        history = np.where(real, self.items[idx], 0).astype(np.int64)
+        history_times = np.where(real, self.timestamps[idx], 0.0)
+        seen = _unique_segments(self.items, start, end, self.d_vocab)
+        touched = _unique_segments(self.items, start, full_end, self.d_vocab)
+        return EvalSplit(split, users, history, target, history_times, *seen, *touched)
+
+
+def sample_eval_users(ds: SequenceDataset, n: int | None, seed: int = 0) -> np.ndarray | None:
+    """A seeded uniform sample of `n` of the users with an evaluation target, as sorted row indices; None (all
+    users) when `n` is 0/None or at least their number. The same (data, n, seed) always gives the same users."""
+    eligible = ds.eval_users()
+    if not n or n >= len(eligible):
+        return None
+    if n < 0:
+        raise UserError(f"--eval-users must be 0 (all) or more, got {n}")
+    return np.sort(np.random.default_rng([seed, n]).choice(eligible, size=n, replace=False))
+
+
+def _segment_index(start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions of every segment items[start[r]:end[r]] laid end to end, the CSR pointer of the segments)."""
+    lens = np.maximum(end - start, 0).astype(np.int64)
+    ptr = np.zeros(len(lens) + 1, dtype=np.int64)
+    np.cumsum(lens, out=ptr[1:])
+    pos = np.arange(ptr[-1], dtype=np.int64) - np.repeat(ptr[:-1] - start, lens)
+    return pos, ptr
+
+
+def _unique_segments(values: np.ndarray, start: np.ndarray, end: np.ndarray, d_vocab: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (ptr, items) of the sorted distinct values of each segment values[start[r]:end[r]]."""
+    pos, ptr = _segment_index(start, end)
+    row = np.repeat(np.arange(len(start), dtype=np.int64), np.diff(ptr))
+    keys = np.sort(row * d_vocab + values[pos])  # by row, then value (np.sort + diff: np.unique is slower)
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
+    out_ptr = np.zeros(len(start) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(keys // d_vocab, minlength=len(start)), out=out_ptr[1:])
+    return out_ptr, keys % d_vocab
+
+
+def _csr_take(ptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR lists of `rows`, in that order."""
+    pos, out_ptr = _segment_index(ptr[rows], ptr[rows + 1])
+    return out_ptr, items[pos]
 
 
 def _csr(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -353,59 +431,3 @@ def _hold_out_items(
 # --- cache ------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
     return Path(os.environ.get("CIRCUITS_CACHE", Path.home() / ".cache" / "circuits")).expanduser()
-
-
-def _cache_key(spec: LogSpec, pre: Preprocess, name: str) -> str:
-    h = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(spec), asdict(pre), name], sort_keys=True).encode())
-    for p in file_digest_inputs(spec):
-        st = p.stat()
-        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:20]
-
-
-def save_dataset(ds: SequenceDataset, path: Path) -> None:
-    """Write atomically (temp file + rename), so a crash never leaves a truncated cache entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
-        item_ids=ds.item_ids.astype(str),
-        titles=ds.titles.astype(str),
-        user_ids=ds.user_ids.astype(str),
-        offsets=ds.offsets,
-        items=ds.items,
-        timestamps=ds.timestamps,
-        meta=np.array(json.dumps({"name": ds.name, "info": ds.info})),
-    )
-    os.replace(tmp, path)
-
-
-def load_dataset_file(path: Path) -> SequenceDataset:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        return SequenceDataset(
-            name=meta["name"],
-            item_ids=z["item_ids"].astype(object),
-            titles=z["titles"].astype(object),
-            user_ids=z["user_ids"].astype(object),
-            offsets=z["offsets"],
-            items=z["items"],
-            timestamps=z["timestamps"],
-            info=meta["info"],
-        )
-
-
-def load_log_dataset(
-    spec: LogSpec, pre: Preprocess = Preprocess(), use_cache: bool = True, name: str | None = None
-) -> SequenceDataset:
-    """Read + preprocess a log, or load the cached result of exactly that (same files, same options)."""
-    name = name or Path(spec.path).name
-    path = cache_dir() / f"{_cache_key(spec, pre, name)}.npz"
-    if use_cache and path.exists():
-        return load_dataset_file(path)
-    df, titles = read_log(spec)
-    ds = build_dataset(df, titles, name=name, pre=pre)
-    ds.info["source"] = asdict(spec)
-    if use_cache:
-        save_dataset(ds, path)
-    return ds
