@@ -17,6 +17,9 @@ DISTANCE_BUCKETS = 12  # 0, 1, 2–3, …, ≥ 1024 items back
 TIME_BUCKETS = 32  # self, < 1 s, [1, 2) s, [2, 4) s, …, ≥ 2^29 s (17 years)
 SEEN_POLICIES = ("auto", "excluded", "included")
 SAMPLINGS = ("uniform", "popularity")
+DEVICES = ("cpu", "cuda")
+# above this many items, `sparse_items="auto"` trains the id item tables with row-sparse gradients
+SPARSE_ITEMS_MIN = 100_000
 # how items enter (W_E) and leave (W_U) the residual stream: a learned vector per item id, the item's frozen text
 # embedding through a learned projection, or both summed
 ITEM_SIDES = ("id", "text", "hybrid")
@@ -158,6 +161,12 @@ class TrainConfig:
     negatives: int = option(-1, "0 = full softmax; K = sampled softmax with K shared negatives and log-Q "
                             "correction; -1 = auto: full softmax up to 2,048 items, else 512")
     sampling: str = option("uniform", "negative distribution (popularity: ∝ training counts)", choices=SAMPLINGS)
+    # in-batch negatives: the distinct targets of the (global) batch, shared by its positions, log-Q corrected by
+    # popularity (an item's chance to be in a batch grows with its training count); joined by --negatives K
+    # sampled ones (K = 0: in-batch only)
+    in_batch: bool = option(False, "also use the distinct targets of the batch as negatives (log-Q corrected by "
+                            "popularity); with --negatives 0, in-batch negatives only", flags=("--in-batch-negatives",),
+                            action="store_true")
     patience: int = option(10, "stop after this many epochs without a better validation NDCG@10")
     # reduce on plateau: lr *= decay_factor after decay_patience epochs without a better validation NDCG@10
     # (counted from the best epoch or the last decay); decay_patience 0 = constant lr after warm-up
@@ -165,6 +174,22 @@ class TrainConfig:
                                  "validation NDCG@10 (0 = constant lr)")
     decay_factor: float = option(0.3, "learning-rate factor of each plateau decay")
     max_minutes: float = option(0.0, "stop after this much training time (0 = no limit)")
+    # at production size one pass over the data takes long: validate, checkpoint and check the time limit every N
+    # steps instead (an "epoch" is then N steps; passes over the data still reshuffle, seeded by pass)
+    steps_per_epoch: int = option(0, "steps between validations and checkpoints (0 = one pass over the training "
+                                  "sequences)")
+    # production-size vocabularies: dense AdamW touches all d_vocab × d_model entries of W_E and W_U each step
+    # (seconds at 1M items); row-sparse gradients and lazy Adam (torch.optim.SparseAdam) touch only the rows of the
+    # batch's items and negatives. Lazy Adam is a different optimiser for those tables (moments of untouched rows
+    # are not decayed), hence off below the threshold, where results must stay as they are
+    sparse_items: str = option("auto", "row-sparse gradients and lazy Adam (SparseAdam) for the id item tables W_E "
+                               f"/ W_U: on, off, or auto (on above {SPARSE_ITEMS_MIN:,} items with sampled or "
+                               "in-batch negatives)", choices=("auto", "on", "off"))
+    eval_users: int = option(0, "validate (and evaluate at the end) on a seeded sample of this many users (0 = all; "
+                             "full ranking over every item either way)")
+    eval_seed: int = option(0, "seed of the --eval-users sample")
+    device: str = option("cpu", "cpu, or cuda (a GPU; under torchrun each process takes the GPU of its local rank)",
+                         choices=DEVICES)
     seen_policy: str = option("auto", "seen-item policy of the validation metric that selects the checkpoint "
                               "(auto: excluded unless users repeat items)", choices=SEEN_POLICIES)
     seed: int = option(0, "model and training seed")
@@ -180,12 +205,32 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "emb_mean_k"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "eval_users"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.device not in DEVICES:
+            raise UserError(f"unknown device {self.device!r} ({', '.join(DEVICES)})")
         if self.sampling not in SAMPLINGS:
             raise UserError(f"unknown negative sampling {self.sampling!r} ({', '.join(SAMPLINGS)})")
         if self.seen_policy not in SEEN_POLICIES:
             raise UserError(f"unknown seen-item policy {self.seen_policy!r} ({', '.join(SEEN_POLICIES)})")
 
+    def resolved_sparse(self, n_items: int, model_cfg: ModelConfig) -> bool:
+        """Are the id item tables trained with row-sparse gradients (see `sparse_items`)?"""
+        has_ids = model_cfg.embed_side == "id" or model_cfg.unembed_side == "id"
+        sampled = self.resolved_negatives(n_items) > 0 or self.in_batch
+        if self.sparse_items == "on":
+            if not (has_ids and sampled):
+                raise UserError("--sparse-items on needs an id item side and sampled or in-batch negatives "
+                                "(a full softmax touches every column of W_U)")
+            if self.weight_decay:
+                raise UserError("--sparse-items on: lazy Adam has no weight decay; use --weight-decay 0")
+            return True
+        return (self.sparse_items == "auto" and has_ids and sampled and n_items > SPARSE_ITEMS_MIN
+                and not self.weight_decay)
+
     def resolved_negatives(self, n_items: int) -> int:
+        """Sampled negatives per step (0 = full softmax, or, with in-batch negatives, none sampled)."""
         if self.negatives >= 0:
             return self.negatives
         return 0 if n_items <= AUTO_FULL_SOFTMAX_MAX_ITEMS else 512

@@ -25,21 +25,30 @@ def build_parser() -> ArgumentParser:
                    help="also retrieve through faiss indexes as served (test split): exact inner product (the same "
                         "metrics as the full ranking), HNSW and IVF-PQ, each with recall@10 against exact, build "
                         "time and queries per second (needs faiss-cpu: pip install -e '.[text]')")
+    p.add_argument("--eval-users", type=int, default=0, metavar="N",
+                   help="evaluate a seeded sample of N users (0 = all; default 0); every item is still ranked. "
+                        "The sample is stated with every figure")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
     add_run_data_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from circuits.data.sequences import sample_eval_users
     from circuits.runs import load_run
-    from circuits.scoring.evaluator import PROTOCOLS, evaluate_run, metrics_table
+    from circuits.scoring.evaluator import PROTOCOLS, evaluate_run, metrics_table, sample_note
     from circuits.scoring.metrics import KS
     from circuits.scoring.retrieval import retrieval_table
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
     ds = run_dataset(run, args)
-    metrics = evaluate_run(run, ds, seed=args.seed, emb_mean_k=args.emb_mean_k)
-    retrieval = retrieval_table(run.model, ds.eval_split("test", run.model.cfg.n_ctx)) if args.faiss else None
+    metrics = evaluate_run(run, ds, seed=args.seed, emb_mean_k=args.emb_mean_k, eval_users=args.eval_users,
+                           eval_seed=args.eval_seed)
+    users = sample_eval_users(ds, args.eval_users, args.eval_seed)
+    retrieval = retrieval_table(run.model, ds.eval_split("test", run.model.cfg.n_ctx, users=users)) if args.faiss \
+        else None
+    note = sample_note(metrics)
     if args.json:
         extra = {} if retrieval is None else {"retrieval": retrieval.to_dict(orient="records")}
         print(json.dumps({"run": str(run.path), "data": ds.summary(), **metrics, **extra}, indent=2))
@@ -47,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run.path}: {run.model.cfg.n_layers} layer(s), items {run.model.cfg.item_label}, {ds.name} "
           f"({ds.n_users} users, {ds.n_items} items)")
     for split in metrics["model"]:
-        print(f"\n== model, {split} ({metrics['users'][split]} users) ==")
+        print(f"\n== model, {split} ({metrics['users'][split]} users{note}) ==")
         for protocol in PROTOCOLS:
             m = metrics["model"][split][protocol]
             cells = "  ".join(f"{name}@{k} {m[f'{name}@{k}']:.4f}" for name in ("HR", "NDCG", "MRR") for k in KS)
@@ -55,11 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     table = metrics_table(metrics, ("HR@10", "NDCG@10"))
     for metric in ("NDCG@10", "HR@10"):
         wide = table.pivot_table(index="system", columns=["split", "protocol"], values=metric, sort=False)
-        print(f"\n== {metric}, model and baselines ==")
+        print(f"\n== {metric}, model and baselines{note} ==")
         print(wide.to_string(float_format="%.4f"))
     print(f"\nprotocols: {metrics['protocols']['full/excluded']} | {metrics['protocols']['sampled']}; ties pessimistic")
     if retrieval is not None:
-        print(f"\n== RETRIEVAL through faiss, test split ({retrieval['n_items'].iloc[0]} items indexed; exact = the "
+        print(f"\n== RETRIEVAL through faiss, test split{note} ({retrieval['n_items'].iloc[0]} items indexed; exact = the "
               "full ranking; qps = top-10 queries per second, batched) ==")
         print(retrieval.drop(columns="n_items").to_string(index=False, float_format="%.4f"))
     return 0

@@ -40,6 +40,7 @@ import math
 
 import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 from transformer_lens.FactoredMatrix import FactoredMatrix
@@ -187,6 +188,11 @@ class AttnOnlyTransformer(HookedRootModule):
         self.hook_embed = HookPoint()  # [batch pos d_model]
         self.hook_pos_embed = HookPoint()  # [batch pos d_model]
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        # training at production size (circuits.training.loop.StepLoss): the id item tables are trained as row-major
+        # copies `embed_rows` (= W_E) and `unembed_rows` (= W_Uᵀ) [d_vocab, d_model] with row-sparse gradients, held
+        # (and registered) by the training module, copied back before every validation; values are the same
+        object.__setattr__(self, "embed_rows", None)
+        object.__setattr__(self, "unembed_rows", None)
         self.setup()
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
@@ -249,6 +255,8 @@ class AttnOnlyTransformer(HookedRootModule):
         """W_E[items], computed from the items' rows only (a text model never forms the whole W_E here)."""
         side = self.cfg.embed_side
         if side == "id":
+            if self.embed_rows is not None:
+                return F.embedding(items, self.embed_rows, sparse=True)
             return self._parameters["W_E"][items]
         text = self.E_text[items] @ self.W_in
         return text if side == "text" else text + self.W_E_id[items] * ~self.unseen[items][..., None]
@@ -257,6 +265,10 @@ class AttnOnlyTransformer(HookedRootModule):
         """W_U[:, items], computed from those columns only (sampled softmax over a large pool)."""
         side = self.cfg.unembed_side
         if side == "id":
+            if self.cfg.tied and self.embed_rows is not None:
+                return F.embedding(items, self.embed_rows, sparse=True).T
+            if self.unembed_rows is not None:
+                return F.embedding(items, self.unembed_rows, sparse=True).T
             return self.W_U[:, items]
         text = self.W_out @ self.E_text[items].T
         return text if side == "text" else text + self.W_U_id[:, items] * ~self.unseen[items][None, :]

@@ -36,7 +36,8 @@ def build_parser() -> ArgumentParser:
     add_data_arguments(p)
     r = p.add_argument_group("run directory")
     r.add_argument("--out", help="run directory (default runs/<data>-L<layers>-<date-time>)")
-    r.add_argument("--resume", action="store_true", help="continue the unfinished run --out (its .partial folder)")
+    r.add_argument("--resume", action="store_true", help="continue the unfinished run --out (its .partial folder); "
+                   "also under torchrun, with any number of processes")
     r.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     m = p.add_argument_group("model (ModelConfig)")
@@ -88,71 +89,91 @@ def text_embeddings(args, ds) -> tuple["torch.Tensor", dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from circuits.training.loop import train
+    from circuits.training.distributed import setup, teardown
 
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    if args.resume:
-        if not args.out:
-            raise UserError("--resume needs --out RUN_DIR (the run to continue)")
-        return _resume(Path(args.out), args.quiet, args.data, args.items)
-    if args.n_layers < 0:
-        raise UserError(f"--layers must be 0 or more, got {args.n_layers}")
-    configs_from_args(args, d_vocab=2, longest=2, d_text=1)  # bad flags fail here, before the data is read
+    if args.resume and not args.out:
+        raise UserError("--resume needs --out RUN_DIR (the run to continue)")
+    if not args.resume:
+        if args.n_layers < 0:
+            raise UserError(f"--layers must be 0 or more, got {args.n_layers}")
+        configs_from_args(args, d_vocab=2, longest=2, d_text=1)  # bad flags fail here, before the data is read
+    ranks = setup(args.device)  # one process, or this rank of a torchrun launch
+    try:
+        return _resume(Path(args.out), args, ranks) if args.resume else _train(args, argv, ranks)
+    finally:
+        teardown()
+
+
+def _train(args, argv: list[str], ranks) -> int:
+    from circuits.training.loop import train
+
     source = data_source_arg(args)
     out = Path(args.out or f"runs/{Path(source).name}-L{args.n_layers}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if ranks.distributed and not args.out:
+        raise UserError("under torchrun give --out RUN_DIR (every process must name the same run)")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} already exists (use --overwrite, or another --out)")
-    if partial_dir(out).exists():
-        if not args.overwrite:
-            raise UserError(f"{partial_dir(out)} holds an unfinished run (use --resume to continue it, or --overwrite)")
+    if partial_dir(out).exists() and not args.overwrite:
+        raise UserError(f"{partial_dir(out)} holds an unfinished run (use --resume to continue it, or --overwrite)")
+    ranks.barrier()  # every rank has checked before rank 0 changes anything
+    if partial_dir(out).exists() and ranks.is_main:
         shutil.rmtree(partial_dir(out))
-    ds = dataset_from_args(args)
+    with ranks.main_first():  # rank 0 builds the data cache (and the embedding cache); the others then read them
+        ds = dataset_from_args(args)
+        E_text, text_record = text_embeddings(args, ds) if wants_text(args) else (None, None)
     record = {"data": data_record(source, data_options(args), out),
               "argv": ["python", "-m", "circuits.train", *argv]}
-    E_text = None
-    if wants_text(args):
-        E_text, record["text"] = text_embeddings(args, ds)
+    if text_record is not None:
+        record["text"] = text_record
     model_cfg, train_cfg = configs_from_args(args, ds.d_vocab, int(ds.lengths.max()),
                                              0 if E_text is None else E_text.shape[1])
-    print(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; "
-          f"n_ctx {model_cfg.n_ctx}; items {model_cfg.item_label}", file=sys.stderr)
+    say = print if ranks.is_main else (lambda *a, **k: None)
+    say(f"data: {ds.name}: {ds.n_users} users, {ds.n_items} items, {len(ds.items)} interactions; "
+        f"n_ctx {model_cfg.n_ctx}; items {model_cfg.item_label}"
+        + (f"; {ranks.world} processes" if ranks.distributed else ""), file=sys.stderr)
     unseen = int((ds.train_counts()[1:] == 0).sum())
     if unseen and model_cfg.unembed_side == "id":
-        print(f"note: {unseen} items never occur in training; an id output cannot recommend them (--unembed text "
-              "or hybrid scores them by their text)", file=sys.stderr)
+        say(f"note: {unseen} items never occur in training; an id output cannot recommend them (--unembed text "
+            "or hybrid scores them by their text)", file=sys.stderr)
     try:
-        train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet, E_text=E_text)
+        train(ds, model_cfg, train_cfg, out, record, progress=not args.quiet, E_text=E_text, ranks=ranks)
     except KeyboardInterrupt:
-        print(f"interrupted; the last finished epoch is kept: python -m circuits.train --resume --out {out}",
-              file=sys.stderr)
+        say(f"interrupted; the last finished epoch is kept: python -m circuits.train --resume --out {out}",
+            file=sys.stderr)
         return 130
-    _print_summary(out)
+    if ranks.is_main:
+        _print_summary(out)
     return 0
 
 
-def _resume(out: Path, quiet: bool, data: str | None = None, items: str | None = None) -> int:
+def _resume(out: Path, args, ranks) -> int:
     from circuits.training.loop import train
 
     part = partial_dir(out)
     if not (part / "state.pt").exists():
         raise UserError(f"nothing to resume: {part / 'state.pt'} not found")
     config = json.loads((part / "config.json").read_text())
-    ds = recorded_dataset(config, out, data, items)  # found like a finished run's data, and fingerprint-checked
-    train(ds, ModelConfig.from_dict(config["model"]), TrainConfig.from_dict(config["train"]), out,
-          {"data": config["data"]}, resume=True, progress=not quiet)
-    _print_summary(out)
+    with ranks.main_first():
+        ds = recorded_dataset(config, out, args.data, args.items)  # found like a finished run's data, and checked
+    train_cfg = TrainConfig.from_dict({**config["train"], "device": args.device})
+    train(ds, ModelConfig.from_dict(config["model"]), train_cfg, out, {"data": config["data"]}, resume=True,
+          progress=not args.quiet, ranks=ranks)
+    if ranks.is_main:
+        _print_summary(out)
     return 0
 
 
 def _print_summary(out: Path) -> None:
-    from circuits.scoring.evaluator import metrics_table
+    from circuits.scoring.evaluator import metrics_table, sample_note
 
     metrics = json.loads((out / "metrics.json").read_text())
     tr = metrics["training"]
     print(f"run: {out}  (best epoch {tr['best_epoch']} of {tr['epochs_run']}, stopped by {tr['stopped_by']}, "
           f"{tr['minutes']:.1f} min; checkpoint chosen on {tr['selection']})")
     table = metrics_table(metrics)
+    print(f"validation, {metrics['users']['valid']:,} users{sample_note(metrics)}:")
     print(table[table["split"] == "valid"].drop(columns="split").to_string(index=False, float_format="%.4f"))
     print(f"test split and @1/5/20: python -m circuits.evaluate {out}")
 

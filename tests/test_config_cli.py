@@ -61,7 +61,7 @@ def test_the_fields_without_a_flag_of_their_own_are_derived():
 
 def test_every_train_flag_is_a_config_field_or_a_data_or_run_option():
     other = {"data", "format", "user_col", "item_col", "time_col", "items", "title_col", "kcore", "tie_break",
-             "data_seed", "pool", "cold_items", "cold_seed", "out", "resume", "overwrite", "quiet", "static_over",
+             "data_seed", "pool", "cold_items", "cold_seed", "engine", "out", "resume", "overwrite", "quiet", "static_over",
              "embeddings", "text_cols", "help"}
     config_fields = {f.name for cls in (ModelConfig, TrainConfig) for f in fields(cls)}
     dests = {a.dest for a in train.build_parser()._actions}

@@ -44,9 +44,9 @@ def decompose_sequence(
     times = ds.timestamps[start:end]
     seq = pd.DataFrame({"position": np.arange(len(window)), "item_id": ds.item_ids[window], "title": ds.titles[window],
                         "gap_to_previous": [""] + [format_gap(g) for g in np.diff(times)]})
-    items = torch.from_numpy(window[: q + 1])[None]
+    items = torch.tensor(window[: q + 1])[None]  # a copy: the dataset's arrays are read-only memory maps
     decompose = path_components if paths else residual_components
-    stack, labels = with_groups(*decompose(run.model, items, times=torch.from_numpy(times[: q + 1])[None]),
+    stack, labels = with_groups(*decompose(run.model, items, times=torch.tensor(times[: q + 1])[None]),
                                 run.model.cfg.n_layers)
     logits = component_logits(run.model, stack)[:, 0]  # [n_comp, d_vocab]
     ranks = target_ranks(logits[:, None], torch.tensor([target]))[:, 0]

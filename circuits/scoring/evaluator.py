@@ -31,11 +31,13 @@ def model_scorer(model: AttnOnlyTransformer, split: EvalSplit) -> Scorer:
     (`model.unembed`: items an id output never saw in training score -inf). A model with time-gap attention
     reads the rows' `split.history_times`."""
 
+    device = model.unseen.device  # scores come back to the CPU, where the ranks are counted
+
     def score(history: Tensor, rows: np.ndarray) -> Tensor:
         if not model.cfg.uses_time:
-            return model.unembed(model.residual(strip_left_padding(history))[:, -1])
+            return model.unembed(model.residual(strip_left_padding(history).to(device))[:, -1]).cpu()
         items, times = strip_left_padding(history, torch.from_numpy(split.history_times[rows]))
-        return model.unembed(model.residual(items, times)[:, -1])
+        return model.unembed(model.residual(items.to(device), times.to(device))[:, -1]).cpu()
 
     return score
 
@@ -49,10 +51,11 @@ def resolve_seen_policy(policy: str, ds: SequenceDataset) -> str:
     return policy
 
 
-def evaluation_splits(ds: SequenceDataset, n_ctx: int) -> dict[str, EvalSplit]:
-    """valid and test; where some test targets never occur in training (a cold-start split), also
-    `test/cold` (those users) and `test/warm` (the others)."""
-    splits = {s: ds.eval_split(s, n_ctx) for s in ("valid", "test")}
+def evaluation_splits(ds: SequenceDataset, n_ctx: int, users: np.ndarray | None = None) -> dict[str, EvalSplit]:
+    """valid and test (of every user with ≥ 3 interactions, or of `users`, e.g. `sample_eval_users`'s sample);
+    where some test targets never occur in training (a cold-start split), also `test/cold` (those users) and
+    `test/warm` (the others)."""
+    splits = {s: ds.eval_split(s, n_ctx, users=users) for s in ("valid", "test")}
     cold = ds.cold_targets(splits["test"])
     if cold.any():
         splits["test/cold"] = splits["test"].subset(cold, "test/cold")
@@ -62,20 +65,24 @@ def evaluation_splits(ds: SequenceDataset, n_ctx: int) -> dict[str, EvalSplit]:
 
 def evaluate_model(
     model: AttnOnlyTransformer | None, ds: SequenceDataset, n_ctx: int, baselines: tuple[str, ...] = BASELINES,
-    seed: int = 0, text: Tensor | None = None, emb_mean_k: int = EMB_MEAN_K,
+    seed: int = 0, text: Tensor | None = None, emb_mean_k: int = EMB_MEAN_K, users: np.ndarray | None = None,
+    eval_seed: int = 0,
 ) -> dict:
     """{"protocols": notes, "users": {split: n}, "model": {split: {protocol: metrics}},
-    "baselines": {name: {split: {protocol: …}}}}.
+    "baselines": {name: {split: {protocol: …}}}}, plus "user_sample": {"users", "of", "seed"} when `users` (a
+    sample of the users with ≥ 3 interactions, drawn by `sample_eval_users` with `eval_seed`) is given.
 
     Splits: see `evaluation_splits`. With the items' text embeddings (`text` [d_vocab, d_text]; by default a text
     or hybrid model's own `E_text`) the text baselines (emb-mean over the last `emb_mean_k` items, text-knn)
     join the others."""
-    splits = evaluation_splits(ds, n_ctx)
+    splits = evaluation_splits(ds, n_ctx, users)
     if text is None and model is not None and model.cfg.uses_text:
         text = model.E_text
     if text is not None:
         baselines = tuple(baselines) + tuple(b for b in TEXT_BASELINES if b not in baselines)
     out: dict = {"protocols": dict(PROTOCOL_NOTES), "users": {s: len(sp) for s, sp in splits.items()}}
+    if users is not None:
+        out["user_sample"] = {"users": int(len(users)), "of": int(len(ds.eval_users())), "seed": int(eval_seed)}
     if model is not None:
         out["model"] = {s: evaluate_split(model_scorer(model, sp), sp, ds.d_vocab, seed=seed) for s, sp in splits.items()}
     out["baselines"] = {
@@ -97,12 +104,26 @@ def metrics_table(metrics: dict, columns: tuple[str, ...] = ("HR@10", "NDCG@10",
     return pd.DataFrame(rows)
 
 
-def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0, emb_mean_k: int | None = None) -> dict:
+def evaluate_run(run, ds: SequenceDataset | None = None, seed: int = 0, emb_mean_k: int | None = None,
+                 eval_users: int = 0, eval_seed: int = 0) -> dict:
     """`evaluate_model` for a loaded run, on its own data (rebuilt and fingerprint-checked) unless `ds` is given;
-    the emb-mean window of the run's training config unless `emb_mean_k` is given."""
+    the emb-mean window of the run's training config unless `emb_mean_k` is given; on a seeded sample of
+    `eval_users` users (0 = all)."""
+    from circuits.data.sequences import sample_eval_users
+
     if ds is None:
         ds = run.dataset()
     else:
         run.check_data(ds)
     k = emb_mean_k if emb_mean_k is not None else run.config["train"].get("emb_mean_k", EMB_MEAN_K)
-    return evaluate_model(run.model, ds, run.model.cfg.n_ctx, seed=seed, emb_mean_k=k)
+    users = sample_eval_users(ds, eval_users, eval_seed)
+    return evaluate_model(run.model, ds, run.model.cfg.n_ctx, seed=seed, emb_mean_k=k, users=users,
+                          eval_seed=eval_seed)
+
+
+def sample_note(metrics: dict) -> str:
+    """'' for metrics of every user; else ', a seeded sample of N of M users (seed s)', to print beside a figure."""
+    sample = metrics.get("user_sample")
+    if not sample:
+        return ""
+    return f", a seeded sample of {sample['users']:,} of {sample['of']:,} users (seed {sample['seed']})"

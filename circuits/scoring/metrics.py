@@ -24,6 +24,7 @@ from torch import Tensor
 from circuits.data.sequences import EvalSplit
 
 KS = (1, 5, 10, 20)
+MAX_SCORES_PER_BATCH = 2**25  # users × items scored at once (256 MB in float64): bounds a batch at 1M items
 POLICIES = ("excluded", "included")
 Scorer = Callable[[Tensor, np.ndarray], Tensor]  # (history [B, n_ctx], rows) -> scores [B, d_vocab]
 
@@ -87,7 +88,11 @@ def sample_negatives(split: EvalSplit, d_vocab: int, n: int = 100, seed: int = 0
 def split_ranks(
     scorer: Scorer, split: EvalSplit, d_vocab: int, batch_size: int = 512, n_sampled: int = 100, seed: int = 0
 ) -> dict[str, np.ndarray]:
-    """Per-user target ranks under every protocol/policy: {"full/excluded", "full/included", "sampled"}."""
+    """Per-user target ranks under every protocol/policy: {"full/excluded", "full/included", "sampled"}.
+
+    Users are scored `batch_size` at a time, fewer where `d_vocab` is large (at most MAX_SCORES_PER_BATCH scores
+    held at once), so memory stays bounded whatever the number of items."""
+    batch_size = max(1, min(batch_size, MAX_SCORES_PER_BATCH // d_vocab))
     negatives = sample_negatives(split, d_vocab, n_sampled, seed) if n_sampled else None
     out = {"full/excluded": [], "full/included": [], "sampled": []}
     for lo in range(0, len(split), batch_size):

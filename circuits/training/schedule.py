@@ -38,3 +38,25 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     order = np.lexsort((rng.random(len(lengths)), lengths))
     batches = [order[lo : lo + batch_size] for lo in range(0, len(order), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, steps_per_epoch: int = 0
+                  ) -> list[np.ndarray]:
+    """The batches (index arrays into `lengths`) of one epoch.
+
+    `steps_per_epoch` 0: an epoch is one pass, `length_batches` seeded by (seed, epoch). Otherwise an epoch is
+    the global steps [epoch·N, (epoch + 1)·N) of a stream of passes, pass p being `length_batches` seeded by
+    (seed, p): validation every N steps on data too large to wait for a pass, and still every sequence once per
+    pass."""
+    if steps_per_epoch == 0:
+        return length_batches(lengths, batch_size, np.random.default_rng([seed, epoch]))
+    per_pass = -(-len(lengths) // batch_size)
+    out: list[np.ndarray] = []
+    step, stop = epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch
+    while step < stop:
+        p = step // per_pass
+        batches = length_batches(lengths, batch_size, np.random.default_rng([seed, p]))
+        take = min(stop, (p + 1) * per_pass) - step
+        out += batches[step - p * per_pass : step - p * per_pass + take]
+        step += take
+    return out
