@@ -49,7 +49,7 @@ def last_position_outputs(model, split, batch: int = 256) -> dict[str, torch.Ten
     for lo in range(0, len(split), batch):
         x, t = strip_left_padding(torch.from_numpy(split.history[lo : lo + batch]),
                                   torch.from_numpy(split.history_times[lo : lo + batch]))
-        _, cache = model.run_with_cache(x, times=t, names_filter=lambda n: n in wanted or n.endswith(
+        _, cache = model.run_with_cache(x, times=t, return_type=None, names_filter=lambda n: n in wanted or n.endswith(
             ("attn.hook_result", "hook_attn_out")))
         direct = cache["hook_embed"][:, -1] + (cache["hook_pos_embed"][:, -1] if model.W_pos is not None else 0)
         got = {"direct": direct, "into_last_layer": cache[f"blocks.{n_layers - 1}.hook_resid_pre"][:, -1]}

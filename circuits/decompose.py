@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -13,6 +14,9 @@ from circuits.errors import UserError
 from circuits.interp.decomposition import decompose_sequence
 from circuits.interp.sources import format_gap
 from circuits.runs import load_run
+
+if TYPE_CHECKING:
+    from circuits.interp.ranks import RankArrays
 
 
 def build_parser() -> ArgumentParser:
@@ -33,7 +37,13 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--top", type=int, default=10, help="top items listed per component (default 10)")
     p.add_argument("--all", action="store_true", help="every user of the split: write a parquet table, print a summary")
     p.add_argument("--exclude-seen", action="store_true", help="with --all: rank among items not in the history")
-    p.add_argument("--out", help="with --all: parquet path (default reports/<run>-ranks-<split>.parquet)")
+    p.add_argument("--out", help="with --all: a .parquet file (default reports/<run>-ranks-<split>.parquet) or, for "
+                   "any other name, a folder of Parquet parts (part-00000.parquet, …; pandas.read_parquet reads it "
+                   "whole)")
+    p.add_argument("--eval-users", type=int, default=0, metavar="N",
+                   help="with --all: a seeded sample of N of the split's users (0 = all; default 0); every item is "
+                   "still ranked. The sample is printed and stored in the table's metadata")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_run_data_arguments(p)
     return p
@@ -69,25 +79,102 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _all(run, ds, args) -> int:
-    from circuits.interp.ranks import rank_summary, rank_table
+    from circuits.data.sequences import sample_eval_users
+    from circuits.interp.ranks import rank_arrays
 
-    split = ds.eval_split(args.split, run.model.cfg.n_ctx)
-    table = rank_table(run.model, ds, split, exclude_seen=args.exclude_seen)
+    users = sample_eval_users(ds, args.eval_users, args.eval_seed)
+    split = ds.eval_split(args.split, run.model.cfg.n_ctx, users=users)
     out = Path(args.out or f"reports/{run.path.name}-ranks-{args.split}.parquet")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out)
-    summary = rank_summary(table)
+    _check_out(out)  # before the work: a path that cannot be written is one error line
+    ranks = rank_arrays(run.model, ds, split, exclude_seen=args.exclude_seen, progress=not args.json)
+    eligible = int((ds.lengths >= 3).sum())
+    meta = {"run": str(run.path), "split": args.split, "exclude_seen": bool(args.exclude_seen),
+            "n_items": int(ds.n_items), "users": len(split), "eligible_users": eligible,
+            "eval_users": int(args.eval_users) if users is not None else 0, "eval_seed": int(args.eval_seed),
+            "components": ranks.labels}
+    write_rank_table(ranks, out, meta)
+    summary = ranks.summary()
     if args.json:
-        print(json.dumps({"table": str(out), "summary": summary.reset_index().to_dict(orient="records"),
-                          **summary.attrs}, indent=1))
+        print(json.dumps({"table": str(out), **{k: meta[k] for k in ("users", "eligible_users", "eval_users",
+                                                                     "eval_seed")},
+                          "summary": summary.reset_index().to_dict(orient="records"), **summary.attrs}, indent=1))
         return 0
-    print(f"{len(split)} users, {ds.n_items} items; per-user table: {out}")
+    who = (f"a seeded sample of {len(split):,} of {eligible:,} users (--eval-users {args.eval_users} --eval-seed "
+           f"{args.eval_seed})" if users is not None else f"{len(split)} users")
+    print(f"{who}, {ds.n_items} items; per-user table: {out}")
     print(summary.to_string(float_format="%.3f"))
     for k, v in summary.attrs.items():
         print(f"{k}: {v:.3f}")
     return 0
+
+
+ROWS_PER_PART = 2**20  # rows per Parquet row group (one file) or part (a folder)
+META_KEY = b"circuits"  # the schema metadata entry with the table's provenance (run, split, user sample)
+
+
+def write_rank_table(ranks: RankArrays, out: Path, meta: dict) -> Path:
+    """The long rank table (`rank_table`'s rows, in its order) as one Parquet file when `out` ends in
+    `.parquet` (row groups of ROWS_PER_PART rows, written one at a time) or else as a folder of parts
+    `part-00000.parquet`, … of ROWS_PER_PART rows; `meta` (JSON) in the schema metadata under `circuits`.
+    Written as `out.tmp` and renamed (a crash leaves no partial table); memory: one part at a time."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    _remove(tmp)
+    single = out.suffix == ".parquet"
+    if not single:
+        tmp.mkdir()
+    schema, writer = None, None
+    try:
+        for p, lo in enumerate(range(0, max(len(ranks), 1), ROWS_PER_PART)):
+            part = ranks.frame(lo, lo + ROWS_PER_PART)
+            if schema is None:
+                schema = pa.Schema.from_pandas(part, preserve_index=False)
+                schema = schema.with_metadata({**schema.metadata, META_KEY: json.dumps(meta).encode()})
+            table = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
+            if single:
+                writer = writer or pq.ParquetWriter(tmp, schema)
+                writer.write_table(table)
+            else:
+                pq.write_table(table, tmp / f"part-{p:05d}.parquet")
+    finally:
+        if writer is not None:
+            writer.close()
+    if out.is_dir():  # an earlier table of parts (checked above): replace it
+        old = out.with_name(out.name + ".old")
+        _remove(old)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old)
+    else:
+        tmp.replace(out)
+    return out
+
+
+def _check_out(out: Path) -> None:
+    """A folder of parts may only replace a folder of parts (never, say, `reports/`); a file only a file."""
+    if out.suffix == ".parquet":
+        if out.is_dir():
+            raise UserError(f"--out {out} is a folder; give a file name ending in .parquet or a folder name")
+    elif out.is_file():
+        raise UserError(f"--out {out} is a file; a name without .parquet is a folder of Parquet parts")
+    elif out.is_dir() and any(not (f.is_file() and f.name.startswith("part-") and f.suffix == ".parquet")
+                              for f in out.iterdir()):
+        raise UserError(f"--out {out} is a folder with other files in it; give a new or a rank-table folder")
+
+
+def _remove(path: Path) -> None:
+    import shutil
+
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
 
 
 if __name__ == "__main__":

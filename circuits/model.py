@@ -344,9 +344,18 @@ class AttnOnlyTransformer(HookedRootModule):
         return self.mask_unscorable(resid @ self.W_U)
 
     def forward(
-        self, items: Int[Tensor, "batch pos"], times: Float[Tensor, "batch pos"] | None = None
-    ) -> Float[Tensor, "batch pos d_vocab"]:
-        """Logits over all d_vocab items (column 0, padding, included; callers mask it)."""
+        self, items: Int[Tensor, "batch pos"], times: Float[Tensor, "batch pos"] | None = None,
+        return_type: str | None = "logits",
+    ) -> Float[Tensor, "batch pos d_vocab"] | None:
+        """Logits over all d_vocab items (column 0, padding, included; callers mask it). `return_type=None` stops at
+        the final residual stream and returns None, as in TransformerLens: `run_with_cache(x, return_type=None)`
+        caches the activations without unembedding every position (batch × pos × d_vocab logits: 51 GB for 256
+        histories of 50 items at a million items)."""
+        if return_type is None:
+            self.residual(items, times)
+            return None
+        if return_type != "logits":
+            raise ValueError(f"return_type must be 'logits' or None, got {return_type!r}")
         return self.unembed(self.residual(items, times))
 
 

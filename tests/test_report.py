@@ -139,3 +139,37 @@ def test_a_required_browser_that_is_missing_fails_the_test(monkeypatch):
     with pytest.raises(BaseException) as outcome:
         browser.require_chromium()
     assert outcome.type is pytest.skip.Exception, outcome.type
+
+
+def test_rank_section_on_a_seeded_user_sample_and_no_split_of_every_user(hostile_runs, tmp_path, monkeypatch):
+    """--eval-users: the rank section ranks a seeded sample and says so; with a sample, no section builds an
+    evaluation split of every user (the head scores read the first 256 validation users only)."""
+    from circuits.data.sequences import SequenceDataset, sample_eval_users
+
+    run = load_run(hostile_runs[2])
+    ds = run.dataset()
+    eligible = int((ds.lengths >= 3).sum())
+    built = []
+    real = SequenceDataset.eval_split
+
+    def spy(self, split, n_ctx, users=None):
+        built.append((split, None if users is None else len(users)))
+        return real(self, split, n_ctx, users=users)
+
+    monkeypatch.setattr(SequenceDataset, "eval_split", spy)
+    html = build_report([hostile_runs[2]], tmp_path / "s.html", eval_users=9, eval_seed=2, progress=False).read_text()
+    assert f"a seeded sample of 9 of {eligible:,} test users (seed 2;" in html
+    assert built and all(n is not None and n <= 256 for _, n in built), built
+    table = S.rank_table_for(run, ds, eval_users=9, eval_seed=2)
+    assert set(table["user_id"]) == set(ds.user_ids[sample_eval_users(ds, 9, 2)])
+    assert "every test user" in build_report([hostile_runs[2]], tmp_path / "a.html", progress=False).read_text()
+
+
+def test_the_default_rank_sample_is_every_user_until_users_times_items_is_large(hostile_runs, monkeypatch):
+    ds = load_run(hostile_runs[2]).dataset()
+    eligible = int((ds.lengths >= 3).sum())
+    assert S.report_eval_users(ds) == 0 and S.report_eval_users(ds, 7) == 7 and S.report_eval_users(ds, 0) == 0
+    monkeypatch.setattr(S, "REPORT_RANK_ENTRIES", eligible * ds.n_items)
+    assert S.report_eval_users(ds) == 0
+    monkeypatch.setattr(S, "REPORT_RANK_ENTRIES", eligible * ds.n_items - 1)
+    assert S.report_eval_users(ds) == (eligible * ds.n_items - 1) // ds.n_items == eligible - 1

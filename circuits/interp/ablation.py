@@ -23,7 +23,7 @@ def mean_head_results(
 ) -> dict[str, torch.Tensor]:
     """Mean output [d_model] of every head over the real positions of `histories` (`times`: their timestamps,
     for a model whose attention reads time gaps)."""
-    _, cache = model.run_with_cache(histories, times=times)
+    _, cache = model.run_with_cache(histories, times=times, return_type=None)
     real = (histories != 0).float()[..., None]
     out = {}
     for l in range(model.cfg.n_layers):

@@ -32,7 +32,7 @@ def _cache(
         return name in ("hook_embed", "hook_pos_embed") or name.endswith(("attn.hook_result", *extra))
 
     with torch.no_grad():
-        return model.run_with_cache(items, times=times, names_filter=wanted)[1]
+        return model.run_with_cache(items, times=times, names_filter=wanted, return_type=None)[1]
 
 
 def residual_components(

@@ -31,19 +31,33 @@ from circuits.model import AttnOnlyTransformer
 BLOCK = 2048
 
 
-def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None) -> tuple[float, float]:
-    """(share of rows whose argmax is the diagonal, mean row correlation with `reference`'s rows)."""
+MAX_BLOCK_ENTRIES = 2**25  # item pairs scored at once: 128 MB per buffer in fp32 (2048 rows up to 16k items)
+
+
+def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None,
+               rows: Tensor | None = None) -> tuple[float, float]:
+    """(share of rows whose argmax is the diagonal, mean row correlation with `reference`'s rows), over `rows`
+    (source items, default every item; each row exact, against every column)."""
     V = left.shape[0]
+    rows = torch.arange(1, V) if rows is None else rows
+    block = max(1, min(BLOCK, MAX_BLOCK_ENTRIES // V))
     self_top, corr = 0, 0.0
-    for lo in range(1, V, BLOCK):
-        hi = min(lo + BLOCK, V)
-        block = (left[lo:hi] @ right)[:, 1:]  # padding column dropped: column j ↔ item j + 1
-        self_top += int((block.argmax(1) + 1 == torch.arange(lo, hi)).sum())
+    for lo in range(0, len(rows), block):
+        idx = rows[lo : lo + block]
+        scores = (left[idx] @ right)[:, 1:]  # padding column dropped: column j ↔ item j + 1
+        self_top += int((scores.argmax(1) + 1 == idx).sum())
         if reference is not None:
-            ref = (reference[0][lo:hi] @ reference[1])[:, 1:]
-            a, b = block - block.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
+            ref = (reference[0][idx] @ reference[1])[:, 1:]
+            a, b = scores - scores.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
             corr += float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).sum())
-    return self_top / (V - 1), corr / (V - 1)
+    return self_top / len(rows), corr / len(rows)
+
+
+def sample_items(d_vocab: int, n: int, seed: int = 0) -> Tensor | None:
+    """Sorted item indices of a seeded uniform sample of n of the d_vocab − 1 items; None for all (n = 0 or ≥)."""
+    if not n or n >= d_vocab - 1:
+        return None
+    return torch.from_numpy(np.sort(np.random.default_rng(seed).choice(np.arange(1, d_vocab), n, replace=False)))
 
 
 def repeated_sequences(d_vocab: int, half: int, n: int, seed: int = 0) -> Tensor:
@@ -59,7 +73,7 @@ def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int
     half = half or min(model.cfg.n_ctx // 2, 25)
     x = repeated_sequences(model.cfg.d_vocab, half, n, seed)
     times = (torch.arange(x.shape[1], dtype=torch.float64) * 60.0).expand(x.shape)  # read by time-gap attention only
-    _, cache = model.run_with_cache(x, times=times)
+    _, cache = model.run_with_cache(x, times=times, return_type=None)
     q = torch.arange(half, 2 * half)
     rows = []
     for l in range(model.cfg.n_layers):
@@ -90,7 +104,7 @@ def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str,
         return dict.fromkeys(model.head_labels(), share)
     if model.W_pos is None:
         return {label: 0.0 for label in model.head_labels()}
-    _, cache = model.run_with_cache(histories)
+    _, cache = model.run_with_cache(histories, return_type=None)
     real = (histories != 0).float()
     out = {}
     for l, block in enumerate(model.blocks):
@@ -109,18 +123,21 @@ def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str,
 
 
 @torch.no_grad()
-def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None) -> pd.DataFrame:
-    """One row per head with every score in the module docstring."""
+def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None, items: int = 0, seed: int = 0
+                ) -> pd.DataFrame:
+    """One row per head with every score in the module docstring; the item scores (ov_self_top, qk_self_top,
+    ov_bigram_corr) over a seeded sample of `items` source items (0 = all: n_items² work per head)."""
     bigram = circuit_factors(model, "L0")
+    sources = sample_items(model.cfg.d_vocab, items, seed)
     rows = []
     for l in range(model.cfg.n_layers):
         for h in range(model.cfg.n_heads):
             label = f"L{l}H{h}"
             ov_l, ov_r = circuit_factors(model, f"OV:{label}")
             eig = FactoredMatrix(ov_l[1:], ov_r[:, 1:]).eigenvalues
-            ov_self, ov_corr = _row_stats(ov_l, ov_r, bigram)
+            ov_self, ov_corr = _row_stats(ov_l, ov_r, bigram, sources)
             learned = model.cfg.attention == "learned"
-            qk_self = _row_stats(*circuit_factors(model, f"QK:{label}"))[0] if learned else float("nan")
+            qk_self = _row_stats(*circuit_factors(model, f"QK:{label}"), rows=sources)[0] if learned else float("nan")
             rows.append({"head": label, "ov_copying": float(eig.sum().real / eig.abs().sum()),
                          "ov_self_top": ov_self, "ov_bigram_corr": ov_corr, "qk_self_top": qk_self})
     out = pd.DataFrame(rows).set_index("head")

@@ -2,58 +2,175 @@
 
 The seed observation ("the correct item ranked 161,838 under L1 alone, 1,231 under L0 alone and 661 under
 L0+L1") becomes a distribution: one row per user × component with the target's logit and rank.
+
+Users are taken in blocks whose logits [n_comp, block, d_vocab] fit MAX_LOGITS_PER_BLOCK, so memory is bounded
+by the vocabulary, not the number of users: `iter_rank_blocks` yields one block's rows at a time, `rank_arrays`
+keeps only a logit and a rank per user × component (12 bytes: 130 MB for a million users × 11 components) and
+`rank_table` is the long table of everything.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from circuits.data.sequences import EvalSplit, SequenceDataset
-from circuits.interp.attribution import component_logits, residual_components, target_ranks, with_groups
+from circuits.interp.attribution import residual_components, with_groups
 from circuits.model import AttnOnlyTransformer, strip_left_padding
 from circuits.scoring.metrics import mask_rows
 
-MAX_LOGITS_PER_BLOCK = 2**24  # components × users × items held at once (64 MB in fp32)
+MAX_LOGITS_PER_BLOCK = 2**27  # components × users × items held at once (512 MB in fp32): 12 users at 1M items
 MAX_USERS_PER_BLOCK = 256  # bounds the cached activations: users × n_ctx × heads × d_model
+
+
+@dataclass
+class RankArrays:
+    """The rank table in wide form: `target_logit` (float32) and `rank` (int64), [n_components, n_users], for
+    the users `user_ids` in split order. Row i of the long table (`frame`) is component i // n_users, user
+    i % n_users."""
+
+    labels: list[str]
+    user_ids: np.ndarray
+    target_logit: np.ndarray
+    rank: np.ndarray
+
+    def __len__(self) -> int:
+        return self.rank.size
+
+    def frame(self, lo: int = 0, hi: int | None = None) -> pd.DataFrame:
+        """Rows lo:hi of the long table: user_id, component, target_logit, rank (component-major)."""
+        n = len(self.user_ids)
+        row = np.arange(lo, len(self) if hi is None else min(hi, len(self)))
+        c, u = row // max(n, 1), row % max(n, 1)
+        return pd.DataFrame({
+            "user_id": self.user_ids[u],
+            "component": np.asarray(self.labels)[c],
+            "target_logit": self.target_logit[c, u],
+            "rank": self.rank[c, u],
+        })
+
+    def summary(self) -> pd.DataFrame:
+        """`rank_summary` of the long table, from the wide arrays (the same numbers, without the table)."""
+        rows = {}
+        for label, r in zip(self.labels, self.rank):
+            r = pd.Series(r)
+            rows[label] = {"median_rank": float(r.median()), "geomean_rank": float(np.exp(np.log(r).mean())),
+                           "top10_share": float((r <= 10).mean())}
+        out = pd.DataFrame.from_dict(rows, orient="index", columns=["median_rank", "geomean_rank", "top10_share"])
+        out.index.name = "component"
+        if {"L0", "L0+L1"} <= set(self.labels):
+            a, b = self.rank[self.labels.index("L0+L1")], self.rank[self.labels.index("L0")]
+            out.attrs["share_L0+L1_better_than_L0"] = float((a < b).mean())
+        return out
+
+
+@contextmanager
+def residual_only(model: AttnOnlyTransformer):
+    """Inside, the model's forward passes stop at the final residual stream (`model.residual`): for analyses that
+    read only cached activations (`run_with_cache(...)[1]`), whose forward pass would otherwise unembed every
+    position, batch × n_ctx × d_vocab logits. At a million items that is most of the work (5× the components'
+    own logits for a user of 50 positions) and, for a batch of 256 histories, 51 GB."""
+    model.forward = lambda items, times=None, return_type=None: model.residual(items, times)
+    try:
+        yield
+    finally:
+        del model.forward
+
+
+def _components(model: AttnOnlyTransformer, history: torch.Tensor, times: torch.Tensor):
+    with residual_only(model):
+        return with_groups(*residual_components(model, history, times=times), model.cfg.n_layers)
+
+
+def component_labels(model: AttnOnlyTransformer) -> list[str]:
+    """The components of the rank table, in order: embed, pos, each head, then the groups (`with_groups`)."""
+    one = torch.ones(1, 1, dtype=torch.long)
+    return _components(model, one, torch.zeros(1, 1, dtype=torch.float64))[1]
+
+
+def users_per_block(n_comp: int, d_vocab: int) -> int:
+    return max(1, min(MAX_USERS_PER_BLOCK, MAX_LOGITS_PER_BLOCK // (n_comp * d_vocab)))
+
+
+def _iter_arrays(
+    model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool
+) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]]:
+    """Per block of users: (their rows of the split, labels, target_logit [n_comp, rows], rank [n_comp, rows])."""
+    labels = component_labels(model)
+    block = users_per_block(len(labels), ds.d_vocab)
+    W_U = model.W_U.detach()
+    buffer = torch.empty(len(labels) * min(block, len(split)), ds.d_vocab)  # reused: no page faults per block
+    for lo in range(0, len(split), block):
+        rows = np.arange(lo, min(lo + block, len(split)))
+        history, times = strip_left_padding(torch.from_numpy(split.history[rows]),
+                                            torch.from_numpy(split.history_times[rows]))
+        stack, labels = _components(model, history, times)
+        # component_logits: stack @ W_U [n_comp, batch, d_vocab], unscorable items masked in place
+        logits = torch.matmul(stack.reshape(-1, stack.shape[-1]), W_U, out=buffer[: stack.shape[0] * len(rows)])
+        logits = logits.view(len(labels), len(rows), ds.d_vocab)
+        if model.unscorable is not None:
+            logits.masked_fill_(model.unscorable, float("-inf"))
+        target = split.target[rows]
+        target_logit = logits[:, np.arange(len(rows)), target].numpy()  # a copy (advanced indexing)
+        ranks = np.empty((len(labels), len(rows)), dtype=np.int64)
+        for c in range(len(labels)):
+            if exclude_seen:
+                mask_rows(logits[c], split.seen_ptr, split.seen_items, rows)
+            ranks[c] = _target_ranks(logits[c].numpy(), target)
+        yield rows, labels, target_logit, ranks
+
+
+def _target_ranks(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """`target_ranks` of one component's logits [batch, d_vocab]: the items (padding excluded) scoring ≥ the
+    target, itself included (1 = best; ties pessimistic). numpy's count of a comparison is ~30× faster than
+    torch's sum of a bool tensor, which was most of the time at a million items."""
+    t = logits[np.arange(len(target)), target]
+    if logits.shape[1] <= 2**16:
+        return np.count_nonzero(logits[:, 1:] >= t[:, None], axis=1)
+    return np.array([np.count_nonzero(row[1:] >= v) for row, v in zip(logits, t)], dtype=np.int64)
+
+
+def iter_rank_blocks(
+    model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool = False
+) -> Iterator[pd.DataFrame]:
+    """The rank table one block of users at a time (each frame: its users in split order, component-major);
+    `rank_table` is these frames put in its order."""
+    for rows, labels, target_logit, rank in _iter_arrays(model, ds, split, exclude_seen):
+        yield RankArrays(labels, ds.user_ids[split.users[rows]], target_logit, rank).frame()
+
+
+def rank_arrays(
+    model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool = False,
+    progress: bool = False,
+) -> RankArrays:
+    """Every user's target logit and rank under every component, without the long table (`progress`: a bar on a
+    terminal)."""
+    labels = component_labels(model)
+    target_logit = np.empty((len(labels), len(split)), dtype=np.float32)
+    rank = np.empty((len(labels), len(split)), dtype=np.int64)
+    bar = tqdm(total=len(split), desc="ranks", unit="user", disable=None if progress else True, leave=False)
+    for rows, _, t, r in _iter_arrays(model, ds, split, exclude_seen):
+        target_logit[:, rows], rank[:, rows] = t, r
+        bar.update(len(rows))
+    bar.close()
+    return RankArrays(labels, ds.user_ids[split.users], target_logit, rank)
 
 
 def rank_table(
     model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool = False
 ) -> pd.DataFrame:
-    """Long format: user_id, component, target_logit, rank (1 = best among all items; ties pessimistic).
+    """Long format: user_id, component, target_logit, rank (1 = best among all items; ties pessimistic);
+    component-major, users in split order.
 
     `exclude_seen` removes the user's history items from the candidates (the target, if seen, ranks last).
     """
-    one = residual_components(model, torch.from_numpy(split.history[:1]), times=torch.from_numpy(split.history_times[:1]))
-    n_comp = len(with_groups(*one, model.cfg.n_layers)[1])
-    block = max(1, min(MAX_USERS_PER_BLOCK, MAX_LOGITS_PER_BLOCK // (n_comp * ds.d_vocab)))
-    frames = []
-    for lo in range(0, len(split), block):
-        rows = np.arange(lo, min(lo + block, len(split)))
-        history, times = strip_left_padding(torch.from_numpy(split.history[rows]),
-                                            torch.from_numpy(split.history_times[rows]))
-        stack, labels = with_groups(*residual_components(model, history, times=times), model.cfg.n_layers)
-        logits = component_logits(model, stack)  # [n_comp, batch, d_vocab]
-        target = torch.from_numpy(split.target[rows])
-        target_logit = logits.gather(-1, target.expand(len(labels), -1)[..., None])[..., 0]
-        if exclude_seen:
-            for c in range(len(labels)):
-                mask_rows(logits[c], split.seen_ptr, split.seen_items, rows)
-        ranks = target_ranks(logits, target)
-        frames.append(pd.DataFrame({
-            "user_id": np.tile(ds.user_ids[split.users[rows]], len(labels)),
-            "component": np.repeat(labels, len(rows)),
-            "target_logit": target_logit.reshape(-1).numpy(),
-            "rank": ranks.reshape(-1).numpy(),
-        }))
-    table = pd.concat(frames, ignore_index=True)
-    # component-major, users in split order, whatever the block size
-    order = {c: i for i, c in enumerate(labels)}
-    user_row = {u: i for i, u in enumerate(ds.user_ids[split.users])}
-    keys = np.lexsort((table["user_id"].map(user_row).to_numpy(), table["component"].map(order).to_numpy()))
-    return table.iloc[keys].reset_index(drop=True)
+    return rank_arrays(model, ds, split, exclude_seen).frame()
 
 
 def rank_summary(table: pd.DataFrame) -> pd.DataFrame:

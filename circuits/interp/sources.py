@@ -37,9 +37,9 @@ def attention_sources(
     x = items[None]
     n = items.shape[0]
     q = query % n
-    times = None if timestamps is None else torch.as_tensor(np.asarray(timestamps, dtype=np.float64))[None]
+    times = None if timestamps is None else torch.tensor(np.asarray(timestamps, dtype=np.float64))[None]  # a copy
     with torch.no_grad():
-        _, cache = model.run_with_cache(x, times=times)
+        _, cache = model.run_with_cache(x, times=times, return_type=None)
         V = near_vectors(model)
         cos = torch.nn.functional.cosine_similarity(V[items], V[items[q]][None], dim=-1)
         u_t = model.W_U[:, target]
@@ -120,7 +120,7 @@ def same_item_table(
             twin = (g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0) & ~same & allowed
             has_twin = twin.any(-1) & real  # [b, q]
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
-        _, cache = model.run_with_cache(x, times=t)
+        _, cache = model.run_with_cache(x, times=t, return_type=None)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
         distance = distance_buckets(x.shape[1], cfg.distance_buckets) if cfg.attention == "static" else None
         for l, block in enumerate(model.blocks):

@@ -28,6 +28,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--experiments", action="store_true",
                    help="one run: add the experiments (data diagnostics, order sensitivity, translation vector, "
                    "same-item attention)")
+    p.add_argument("--eval-users", type=int, default=None, metavar="N",
+                   help="rank section: a seeded sample of N test users (0 = all; default: all while users × items "
+                   "≤ 5·10⁹, else 5·10⁹ / items users, e.g. 5,000 at a million items); every item is still ranked "
+                   "and the section states the sample")
+    p.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_run_data_arguments(p)
     return p
@@ -39,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
-                       args.experiments, progress=not args.quiet, sweep=args.sweep, data=args.data, items=args.items)
+                       args.experiments, progress=not args.quiet, sweep=args.sweep, data=args.data, items=args.items,
+                       eval_users=args.eval_users, eval_seed=args.eval_seed)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -17,16 +17,18 @@ from circuits.report.page import Section, render
 
 
 def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 10, window: int = 30,
-               min_count: int = 10, experiments: bool = False, progress: bool = True) -> str:
+               min_count: int = 10, experiments: bool = False, progress: bool = True, eval_users: int | None = None,
+               eval_seed: int = 0) -> str:
     """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition; with
-    `experiments`, also order sensitivity, translation vector and same-item attention)."""
+    `experiments`, also order sensitivity, translation vector and same-item attention). The rank section covers
+    `eval_users` test users (a seeded sample, `eval_seed`; 0 = all; None = `sections.report_eval_users`)."""
     ds = ds or run.dataset()
     users = _check_users(ds, seq_ids) if seq_ids else None  # before any work: an unknown id is one error line
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
     sections = [S.run_card(run)]
     steps.update()
-    table = S.rank_table_for(run, ds)
-    sections.append(S.rank_section(run, table, ds.n_items))
+    table = S.rank_table_for(run, ds, eval_users=S.report_eval_users(ds, eval_users), eval_seed=eval_seed)
+    sections.append(S.rank_section(run, table, ds.n_items, S.users_text(ds, table, eval_seed)))
     steps.update()
     users = users or S.representative_users(table)
     sections.append(S.pairs_section(run, ds, top_pairs, min_count))
@@ -49,8 +51,9 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
 
 
 def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, window: int = 30,
-                      progress: bool = True) -> str:
-    """The HTML of a comparison page: metrics by depth, rank by component side by side, attention per model."""
+                      progress: bool = True, eval_users: int | None = None, eval_seed: int = 0) -> str:
+    """The HTML of a comparison page: metrics by depth, rank by component side by side, attention per model
+    (ranks of the same `eval_users` test users in every model, as in `run_report`)."""
     fingerprints = {r.config["data"]["fingerprint"] for r in runs}
     if len(fingerprints) > 1:
         raise UserError("the runs were trained on different data; a comparison page needs runs on the same data")
@@ -60,8 +63,9 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
     if len(set(names)) < len(names):
         names = [str(r.path) for r in runs]
     tables = {}
+    n_eval = S.report_eval_users(ds, eval_users)
     for r, name in tqdm(list(zip(runs, names)), desc="ranks", disable=not progress, leave=False):
-        tables[name] = S.rank_table_for(r, ds)
+        tables[name] = S.rank_table_for(r, ds, eval_users=n_eval, eval_seed=eval_seed)
 
     metrics = []
     for r, name in zip(runs, names):
@@ -77,7 +81,8 @@ def comparison_report(runs: list, ds=None, seq_ids: list[str] | None = None, win
     card.figure(plots.depth_lines(metrics[metrics["protocol"].str.startswith("full/")], title="Test NDCG@10 by depth"))
 
     ranks = Section("Rank by component, side by side", anchor="ranks")
-    ranks.text(f"{S.GROUP_ORDER_NOTE} Same test users for every model.")
+    ranks.text(f"{S.GROUP_ORDER_NOTE} The same test users for every model: "
+               f"{S.users_text(ds, next(iter(tables.values())), eval_seed)}.")
     q = pd.concat([S.rank_quantiles(t).assign(run=n) for n, t in tables.items()], ignore_index=True)
     ranks.figure(plots.rank_boxes(q, n_items=ds.n_items))
     gains = pd.concat([S.layer_gains(t).assign(run=n) for n, t in tables.items()], ignore_index=True)
@@ -111,9 +116,10 @@ def sweep_report(folder: str | Path) -> str:
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
                  top_pairs: int = 10, window: int = 30, min_count: int = 10, experiments: bool = False,
                  progress: bool = True, sweep: str | Path | None = None, data: str | None = None,
-                 items: str | None = None) -> Path:
+                 items: str | None = None, eval_users: int | None = None, eval_seed: int = 0) -> Path:
     """Load the runs, build the page (one run: its report; several: a comparison; `sweep`: a depth sweep
-    folder's page), write it to `out`. `data`/`items`: where the runs' data is, if not where they recorded it."""
+    folder's page), write it to `out`. `data`/`items`: where the runs' data is, if not where they recorded it.
+    `eval_users`, `eval_seed`: the rank section's test users (see `run_report`)."""
     from circuits.runs import load_run
 
     runs = [load_run(d) for d in run_dirs]
@@ -126,10 +132,11 @@ def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_
         raise UserError("give at least one run directory (or --sweep FOLDER)")
     elif len(runs) == 1:
         page = run_report(runs[0], ds, seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
-                          experiments=experiments, progress=progress)
+                          experiments=experiments, progress=progress, eval_users=eval_users, eval_seed=eval_seed)
         default = f"reports/{S.run_name(runs[0])}.html"
     else:
-        page = comparison_report(runs, ds, seq_ids=seq_ids, window=window, progress=progress)
+        page = comparison_report(runs, ds, seq_ids=seq_ids, window=window, progress=progress, eval_users=eval_users,
+                                 eval_seed=eval_seed)
         default = "reports/compare-" + "-".join(S.run_name(r) for r in runs)[:120] + ".html"
     out = Path(out or default)
     out.parent.mkdir(parents=True, exist_ok=True)

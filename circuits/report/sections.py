@@ -98,11 +98,36 @@ def item_sides_text(run) -> str:
 
 # --- rank by component ------------------------------------------------------------------------------------
 
-def rank_table_for(run, ds, split: str = "test") -> pd.DataFrame:
+REPORT_RANK_ENTRIES = 5 * 10**9  # default rank section: all test users while users × items stays below this
+
+
+def report_eval_users(ds, eval_users: int | None = None) -> int:
+    """How many test users the rank section ranks: `eval_users` (0 = all), or by default (None) all of them while
+    users × items ≤ REPORT_RANK_ENTRIES (every report of a small or mid-sized log: ML-20M's 138k × 27k), else a
+    sample of REPORT_RANK_ENTRIES // n_items (5,000 at a million items: minutes on 2 cores, not hours)."""
+    if eval_users is not None:
+        return eval_users
+    eligible = int((ds.lengths >= 3).sum())
+    return 0 if eligible * ds.n_items <= REPORT_RANK_ENTRIES else max(1, REPORT_RANK_ENTRIES // ds.n_items)
+
+
+def rank_table_for(run, ds, split: str = "test", eval_users: int = 0, eval_seed: int = 0) -> pd.DataFrame:
+    """The rank table of `split` for all its users, or a seeded sample of `eval_users` of them
+    (`sample_eval_users`: the same users for every run on the same data)."""
+    from circuits.data.sequences import sample_eval_users
     from circuits.interp.ranks import rank_table
 
-    sp = ds.eval_split(split, run.model.cfg.n_ctx)
+    users = sample_eval_users(ds, eval_users, eval_seed)
+    sp = ds.eval_split(split, run.model.cfg.n_ctx, users=users)
     return rank_table(run.model, ds, sp, exclude_seen=run.seen_policy == "excluded")
+
+
+def users_text(ds, table: pd.DataFrame, eval_seed: int = 0) -> str:
+    """"every test user" or "a seeded sample of N of M test users (seed S)", for the table's users."""
+    n, eligible = table["user_id"].nunique(), int((ds.lengths >= 3).sum())
+    if n >= eligible:
+        return "every test user"
+    return f"a seeded sample of {n:,} of {eligible:,} test users (seed {eval_seed}; --eval-users, --eval-seed)"
 
 
 def rank_quantiles(table: pd.DataFrame, groups_only: bool = True) -> pd.DataFrame:
@@ -121,12 +146,13 @@ def layer_gains(table: pd.DataFrame) -> pd.DataFrame:
                          for a, b in zip(chain, chain[1:])])
 
 
-def rank_section(run, table: pd.DataFrame, n_items: int) -> Section:
+def rank_section(run, table: pd.DataFrame, n_items: int, users: str = "every test user") -> Section:
+    """`users`: whose ranks these are (`users_text`)."""
     from circuits.interp.ranks import rank_summary
 
     sec = Section("Rank by component", anchor="ranks")
     sec.text(f"Where the correct next item ranks (1 = best among {n_items:,}; pessimistic ties) when the logits come "
-             f"from one component alone, for every test user. {GROUP_ORDER_NOTE} Boxes: quartiles; whiskers: 5th and "
+             f"from one component alone, for {users}. {GROUP_ORDER_NOTE} Boxes: quartiles; whiskers: 5th and "
              "95th percentiles; log scale.")
     sec.figure(plots.rank_boxes(rank_quantiles(table), n_items=n_items))
     gains = layer_gains(table)
@@ -162,13 +188,22 @@ def representative_users(table: pd.DataFrame, k: int = 3) -> list[str]:
 
 # --- top pairs --------------------------------------------------------------------------------------------
 
-def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
-    from circuits.interp.circuit_pairs import pair_table
+REPORT_PAIR_ITEMS = 50_000  # top pairs among at most this many items (the most frequent): ≤ 2.5·10⁹ pairs a circuit
+
+
+def pairs_section(run, ds, top: int = 10, min_count: int = 0, max_items: int = REPORT_PAIR_ITEMS) -> Section:
+    """Top pairs of L0 and each head's OV and QK among the items with ≥ `min_count` training occurrences, and
+    only the `max_items` most frequent of those (a bound on the work whatever the weights: the exact search skips
+    most of a trained model's item pairs, but not those of one whose item vectors all have similar norms)."""
+    from circuits.interp.circuit_pairs import frequent_items, pair_table
 
     sec = Section("Top document pairs", anchor="pairs")
     if min_count:
         sec.text(f"Only items with at least {min_count} training occurrences (rare items have large, noisy weights).")
-    sec.text("Largest entries of each circuit's item × item table, computed blockwise (the table is never built): "
+    keep = frequent_items(ds.train_counts(), min_count)
+    if max_items and (ds.n_items if keep is None else int(keep.sum())) > max_items:
+        sec.text(f"Only the {max_items:,} most frequent items (training occurrences) of the {ds.n_items:,}.")
+    sec.text("Largest entries of each circuit's item × item table, exact, computed blockwise (the table is never built): "
              "L0 = W_E W_U (current item → next item); OV = W_E W_V W_O W_U (attended item → boosted item); "
              "QK = W_E W_Q (W_E W_K)ᵀ/√d_head (query item → attended item). Counts are training occurrences; "
              "pair count = how often the second item directly followed the first in training.")
@@ -176,7 +211,7 @@ def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
     circuits = ["L0"] + [f"{kind}:{h}" for h in run.model.head_labels() for kind in kinds]
     parts = []
     for c in circuits:
-        t = pair_table(run.model, ds, c, top=top, min_count=min_count)
+        t = pair_table(run.model, ds, c, top=top, min_count=min_count, max_items=max_items)
         t = t[["source_title", "target_title", "value", "source_count", "target_count", "pair_count"]]
         parts.append(Section(c).heading(c).table(t.rename(columns={"source_title": "from", "target_title": "to"}),
                                                  float_format="{:.2f}"))
@@ -184,18 +219,25 @@ def pairs_section(run, ds, top: int = 10, min_count: int = 0) -> Section:
     return sec
 
 
+REPORT_HEAD_ITEMS = 1_000  # beyond REPORT_PAIR_ITEMS items: the item-level head scores over this many sources
+
+
 # --- head scores --------------------------------------------------------------------------------------------
 
 def heads_section(run, ds) -> Section | None:
     from circuits.interp.head_scores import composition, head_scores
+    from circuits.interp.ranks import residual_only
     from circuits.interp.sources import same_item_table
 
     model = run.model
     if model.cfg.n_layers == 0:
         return None
-    valid = ds.eval_split("valid", model.cfg.n_ctx)
-    scores = head_scores(model, torch.from_numpy(valid.history[:256]))
-    same = same_item_table(model, valid.history[:256], times=valid.history_times[:256])
+    # the first 256 validation users (only those are built: a split of every user is n_users × n_ctx)
+    valid = ds.eval_split("valid", model.cfg.n_ctx, users=np.flatnonzero(ds.lengths >= 3)[:256])
+    sampled = REPORT_HEAD_ITEMS if ds.n_items > REPORT_PAIR_ITEMS else 0  # item scores: n_items² work per head
+    with residual_only(model):  # both read cached activations only: no batch × n_ctx × d_vocab logits
+        scores = head_scores(model, torch.from_numpy(valid.history), items=sampled)
+        same = same_item_table(model, valid.history, times=valid.history_times)
     scores["same_item_share"] = same[same["pattern"] == "actual"].set_index("head")["same"]
     sec = Section("Head scores", anchor="heads")
     sec.text("ov_copying: Σλ/Σ|λ| of the OV circuit's eigenvalues (1 = pure copying); ov_self_top / qk_self_top: share of "
@@ -203,6 +245,9 @@ def heads_section(run, ds) -> Section | None:
              "with the L0 bigram table; positional_share: share of attention-score variance from positions; "
              "same_item_share: attention on the query's own item (itself and earlier occurrences) over validation histories; "
              "induction / previous_item: attention on repeated random sequences.")
+    if sampled:
+        sec.text(f"ov_self_top, qk_self_top and ov_bigram_corr over a seeded sample of {sampled:,} of the "
+                 f"{ds.n_items:,} source items (each against every item).")
     sec.table(scores, float_format="{:.3f}", index=True)
     sec.figure(plots.head_score_bars(scores, ["ov_copying", "ov_self_top", "qk_self_top", "ov_bigram_corr",
                                               "positional_share", "same_item_share"], "Circuit scores per head"))
@@ -230,10 +275,11 @@ def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
     from circuits.interp.decomposition import visible_window
 
     start, end = visible_window(ds, user_id, "test", run.model.cfg.n_ctx)
-    items = ds.items[start:end]
+    items = np.array(ds.items[start:end])  # a copy: the dataset's arrays may be read-only (memory-mapped)
     times = ds.timestamps[start:end].astype(float)
     with torch.no_grad():
-        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None], times=torch.from_numpy(times)[None])
+        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None], times=torch.from_numpy(times)[None],
+                                            return_type=None)
     keep = slice(max(0, len(items) - window), len(items))
     titles = list(ds.titles[items[keep]])
     gaps = times[keep][:, None] - times[keep][None, :]
