@@ -16,6 +16,11 @@ def build_parser() -> ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--ablate", action="store_true", help="also zero- and mean-ablate each head on validation")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--score-items", type=int, default=None, metavar="N",
+                   help="item statistics (self top, bigram agreement) over a seeded sample of N source items (default: "
+                        "every item up to 50,000 items, else 1,000)")
+    p.add_argument("--eval-users", type=int, default=0, metavar="N",
+                   help="with --ablate: a seeded sample of N validation users (default 0: all)")
     add_run_data_arguments(p)
     return p
 
@@ -23,6 +28,7 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from circuits.data.sequences import sample_eval_users
     from circuits.interp.ablation import ablation_table
     from circuits.interp.head_scores import composition, head_scores, static_weights
     from circuits.runs import load_run
@@ -34,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{run.path} is a 0-layer model: it has no heads (its one circuit, the bigram table, is "
                         "listed by python -m circuits.pairs --circuit L0)")
     ds = run_dataset(run, args)
-    valid = ds.eval_split("valid", model.cfg.n_ctx)
-    scores = head_scores(model, torch.from_numpy(valid.history[:256]))
+    first = ds.eval_split("valid", model.cfg.n_ctx, users=ds.eval_users()[:256])  # only these are built
+    n_items = args.score_items if args.score_items is not None else (1000 if ds.n_items > 50_000 else 0)
+    scores = head_scores(model, torch.from_numpy(first.history), items=n_items)
+    valid = ds.eval_split("valid", model.cfg.n_ctx, users=sample_eval_users(ds, args.eval_users)) if args.ablate \
+        else None
     comp = composition(model)
     static = static_weights(model) if model.cfg.attention == "static" else None
     abl = ablation_table(model, valid, ds.d_vocab, run.seen_policy) if args.ablate else None
