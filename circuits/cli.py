@@ -140,6 +140,15 @@ def add_run_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--items", metavar="PATH", help="the run's item metadata file at another place")
 
 
+def add_user_sample_arguments(parser: argparse.ArgumentParser, what: str, default: int | None = 0) -> None:
+    """`--eval-users N` and `--eval-seed S`: a seeded sample of users (`circuits.data.sequences.sample_eval_users`);
+    `what` says what the sample is used for."""
+    parser.add_argument("--eval-users", type=int, default=default, metavar="N",
+                        help=f"{what} a seeded sample of N users (0 = all; default {default}); every item is still "
+                             "ranked, and the sample is stated with the figures")
+    parser.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
+
+
 def run_dataset(run, args: argparse.Namespace):
     """The run's dataset, from `--data`/`--items` when given, else from where the run recorded it."""
     return run.dataset(data=getattr(args, "data", None), items=getattr(args, "items", None))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from circuits.cli import ArgumentParser, add_run_data_arguments, run_cli, run_dataset
+from circuits.cli import ArgumentParser, add_run_data_arguments, add_user_sample_arguments, run_cli, run_dataset
 from circuits.errors import UserError
 from circuits.interp.decomposition import decompose_sequence
 from circuits.interp.sources import format_gap
@@ -40,10 +40,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--out", help="with --all: a .parquet file (default reports/<run>-ranks-<split>.parquet) or, for "
                    "any other name, a folder of Parquet parts (part-00000.parquet, …; pandas.read_parquet reads it "
                    "whole)")
-    p.add_argument("--eval-users", type=int, default=0, metavar="N",
-                   help="with --all: a seeded sample of N of the split's users (0 = all; default 0); every item is "
-                   "still ranked. The sample is printed and stored in the table's metadata")
-    p.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
+    add_user_sample_arguments(p, "with --all: rank")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_run_data_arguments(p)
     return p

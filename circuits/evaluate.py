@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from circuits.cli import ArgumentParser, add_run_data_arguments, run_cli, run_dataset
+from circuits.cli import ArgumentParser, add_run_data_arguments, add_user_sample_arguments, run_cli, run_dataset
 
 
 def build_parser() -> ArgumentParser:
@@ -25,10 +25,7 @@ def build_parser() -> ArgumentParser:
                    help="also retrieve through faiss indexes as served (test split): exact inner product (the same "
                         "metrics as the full ranking), HNSW and IVF-PQ, each with recall@10 against exact, build "
                         "time and queries per second (needs faiss-cpu: pip install -e '.[text]')")
-    p.add_argument("--eval-users", type=int, default=0, metavar="N",
-                   help="evaluate a seeded sample of N users (0 = all; default 0); every item is still ranked. "
-                        "The sample is stated with every figure")
-    p.add_argument("--eval-seed", type=int, default=0, help="seed of the --eval-users sample (default 0)")
+    add_user_sample_arguments(p, "evaluate")
     add_run_data_arguments(p)
     return p
 
