@@ -321,7 +321,7 @@ def test_static_and_uniform_attention_go_through_training_decomposition_and_repo
     for u in ds.eval_split("test", run.model.cfg.n_ctx).users:
         lo, hi = ds.offsets[u], ds.offsets[u + 1] - 1
         with torch.no_grad():
-            scores = run.model(torch.from_numpy(ds.items[lo:hi])[None], torch.from_numpy(ds.timestamps[lo:hi])[None])
+            scores = run.model(torch.tensor(ds.items[lo:hi])[None], torch.tensor(ds.timestamps[lo:hi])[None])
         ranks.append(int(rank_of_target(scores[0, -1, 1:], torch.tensor(int(ds.items[hi]) - 1))))
     ndcg = np.mean([(r <= 10) / np.log2(r + 1) for r in ranks])
     assert run.metrics["model"]["test"]["full/included"]["NDCG@10"] == pytest.approx(ndcg)
