@@ -26,6 +26,8 @@ from circuits.data.sequences import Preprocess, SequenceDataset, build_dataset, 
 from circuits.errors import UserError
 
 CACHE_VERSION = 2  # 2: a folder of memory-mapped arrays (1: one .npz)
+
+
 def _cache_key(spec: LogSpec, pre: Preprocess, name: str) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, asdict(spec), asdict(pre), name], sort_keys=True).encode())
     for p in file_digest_inputs(spec):

@@ -226,11 +226,11 @@ def train(
         step_seconds = time.perf_counter() - t0
         step_loss.sync()
         # rank 0 validates and times; every rank takes the same decisions from its figures
-        m, elapsed = ranks.broadcast((validate(model, valid, ds.d_vocab, policy) if main else None,
-                                      elapsed + time.perf_counter() - t0))
+        m, elapsed, step_seconds = ranks.broadcast((validate(model, valid, ds.d_vocab, policy) if main else None,
+                                                    elapsed + time.perf_counter() - t0, step_seconds))
         row = {"epoch": epoch, "loss": ranks.sum(total) / ranks.world / n_batches, "minutes": elapsed / 60,
                "lr": cfg.lr * lr_scale, **{f"valid_{k}": v for k, v in m.items() if k.endswith("@10")},
-               "steps": n_batches, "step_seconds": ranks.broadcast(step_seconds)}
+               "steps": n_batches, "step_seconds": step_seconds}
         history.append(row)
         if main:
             _take_snapshots(part, cfg.snapshot_minutes, elapsed, final=False)
@@ -286,8 +286,10 @@ def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, users: np
             torch.zeros(n_neg, dtype=torch.long, device=device)
         negatives = ranks.broadcast_tensor(negatives)
     if pop_log_q is not None:  # the distinct targets of the global batch, the same on every rank
-        width = int(lengths[idx].max())
-        in_batch = torch.from_numpy(np.unique(ds.train_batch(users[idx], width)[1]))
+        # one process: the batch just gathered is the global one; a rank gathers the others' targets too
+        targets = y.cpu().numpy() if not ranks.distributed else \
+            ds.train_batch(users[idx], int(lengths[idx].max()))[1]
+        in_batch = torch.from_numpy(np.unique(targets))
         in_batch = in_batch[in_batch != 0].to(device)
     normalizer = float(lengths[idx].sum()) / ranks.world if ranks.distributed else None
     return step_loss(x, y, n_neg, log_q, t if model_cfg.uses_time else None, negatives=negatives,
