@@ -65,6 +65,9 @@ class ModelConfig:
     # set by the train command's --static-over (distance | time | both)
     distance_buckets: int = DISTANCE_BUCKETS
     time_buckets: int = 0
+    # learned attention plus static attention's scores: QK + a learned score per head and bucket of distance and/or
+    # time gap, summed before the softmax (set by the train command's --static-over with --attention learned)
+    static_bias: bool = False
     # id: W_E a learned row per item; text: W_E = E_text W_in (frozen text embeddings E_text [d_vocab, d_text],
     # learned W_in [d_text, d_model]); hybrid: E_text W_in + a learned row per item (starting at zero)
     embed_side: str = option("id", "item input W_E: id (learned per item), text (frozen text embeddings × a learned "
@@ -86,8 +89,10 @@ class ModelConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
         if self.distance_buckets < 0 or self.time_buckets < 0:
             raise UserError("distance_buckets and time_buckets must be 0 or more")
-        if self.attention == "static" and not (self.distance_buckets or self.time_buckets):
-            raise UserError("static attention needs distance buckets, time buckets or both")
+        if self.has_static_scores and not (self.distance_buckets or self.time_buckets):
+            raise UserError("static attention (or a static bias) needs distance buckets, time buckets or both")
+        if self.static_bias and self.attention != "learned":
+            raise UserError(f"static_bias adds static scores to learned ones; {self.attention} attention has none")
         if self.n_layers < 0:
             raise UserError(f"n_layers (--layers) must be 0 or more, got {self.n_layers}")
         if not 0.0 <= self.dropout < 1.0:
@@ -103,9 +108,22 @@ class ModelConfig:
             raise UserError("--tied goes with id embeddings only (--embed id --unembed id)")
 
     @property
+    def has_static_scores(self) -> bool:
+        """True when heads hold static attention's per-bucket scores (`W_dist` / `W_time`): static attention, or
+        learned attention with a static bias."""
+        return self.attention == "static" or (self.attention == "learned" and self.static_bias)
+
+    @property
+    def static_over(self) -> list[str]:
+        """What the static scores depend on: [], ['distance'], ['time'] or ['distance', 'time']."""
+        if not self.has_static_scores:
+            return []
+        return [name for name, n in (("distance", self.distance_buckets), ("time", self.time_buckets)) if n]
+
+    @property
     def uses_time(self) -> bool:
         """True when attention reads the items' timestamps (the model then needs `times` as input)."""
-        return self.attention == "static" and self.time_buckets > 0 and self.n_layers > 0
+        return "time" in self.static_over and self.n_layers > 0
 
     @property
     def uses_text(self) -> bool:
@@ -121,11 +139,13 @@ class ModelConfig:
 
     @property
     def attention_label(self) -> str:
-        """'learned', 'uniform', or 'static over distance', 'static over time', 'static over distance + time'."""
+        """'learned', 'uniform', 'static over distance', 'static over time', 'static over distance + time', or
+        'learned + time bias' (learned with a static bias; 'learned + distance + time bias', …)."""
+        if self.attention == "learned" and self.static_bias:
+            return "learned + " + " + ".join(self.static_over) + " bias"
         if self.attention != "static":
             return self.attention
-        over = [name for name, n in (("distance", self.distance_buckets), ("time", self.time_buckets)) if n]
-        return "static over " + " + ".join(over)
+        return "static over " + " + ".join(self.static_over)
 
     @property
     def n_items(self) -> int:
@@ -167,12 +187,16 @@ class TrainConfig:
     in_batch: bool = option(False, "also use the distinct targets of the batch as negatives (log-Q corrected by "
                             "popularity); with --negatives 0, in-batch negatives only", flags=("--in-batch-negatives",),
                             action="store_true")
-    patience: int = option(10, "stop after this many epochs without a better validation NDCG@10")
-    # reduce on plateau: lr *= decay_factor after decay_patience epochs without a better validation NDCG@10
-    # (counted from the best epoch or the last decay); decay_patience 0 = constant lr after warm-up
-    decay_patience: int = option(3, "multiply the lr by --decay-factor after this many epochs without a better "
-                                 "validation NDCG@10 (0 = constant lr)")
+    patience: int = option(10, "stop after this many epochs without a gain of --min-delta in validation NDCG@10")
+    # reduce on plateau: lr *= decay_factor after decay_patience epochs without a gain of min_delta (counted from the
+    # last epoch with such a gain or the last decay), down to min_lr; decay_patience 0 = constant lr after warm-up
+    decay_patience: int = option(3, "multiply the lr by --decay-factor after this many epochs without a gain of "
+                                 "--min-delta in validation NDCG@10, down to --min-lr (0 = constant lr)")
     decay_factor: float = option(0.3, "learning-rate factor of each plateau decay")
+    # gains below min_delta (NDCG@10, absolute) still update the kept weights, but do not reset patience or decay
+    min_delta: float = option(1e-4, "smallest gain in validation NDCG@10 that resets the patience and decay clocks "
+                              "(smaller gains still keep the better weights)")
+    min_lr: float = option(1e-4, "floor of the plateau decay (the learning rate never decays below this)")
     max_minutes: float = option(0.0, "stop after this much training time (0 = no limit)")
     # at production size one pass over the data takes long: validate, checkpoint and check the time limit every N
     # steps instead (an "epoch" is then N steps; passes over the data still reshuffle, seeded by pass)

@@ -42,11 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     ds = run_dataset(run, args)
     first = ds.eval_split("valid", model.cfg.n_ctx, users=ds.eval_users()[:256])  # only these are built
     n_items = args.score_items if args.score_items is not None else (1000 if ds.n_items > 50_000 else 0)
-    scores = head_scores(model, torch.from_numpy(first.history), items=n_items)
+    scores = head_scores(model, torch.from_numpy(first.history), items=n_items,
+                         times=torch.from_numpy(first.history_times))
     valid = ds.eval_split("valid", model.cfg.n_ctx, users=sample_eval_users(ds, args.eval_users)) if args.ablate \
         else None
     comp = composition(model)
-    static = static_weights(model) if model.cfg.attention == "static" else None
+    static = static_weights(model) if model.cfg.has_static_scores else None
     abl = ablation_table(model, valid, ds.d_vocab, run.seen_policy) if args.ablate else None
     if args.json:
         print(json.dumps({"heads": scores.reset_index().to_dict(orient="records"),

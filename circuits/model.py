@@ -25,8 +25,10 @@ of a catalogue pool or held out for cold start) take no part in training (never 
 have no learned id vector. So a hybrid's id parts count as zero for them (they are scored by their text, as a
 served model scores a new document), and an id output cannot recommend them: `unembed` gives them -inf (as
 `component_logits` does for every component, so the decomposition still adds up). Attention is `learned` (QK), `static`
-(a learned score per head and bucket of query–key distance and/or time gap; no QK) or `uniform`; static
-attention over time gaps reads the interactions' timestamps, `model(items, times)`.
+(a learned score per head and bucket of query–key distance and/or time gap; no QK), both summed (learned with
+`static_bias`: r_q W_QK r_kᵀ/√d_head + W_time[h, bucket(t_q − t_k)], the bias entering the scores like the
+positional QK terms, so the logits stay linear given the patterns) or `uniform`; attention over time gaps reads
+the interactions' timestamps, `model(items, times)`.
 
 Padding contract: item index 0 is padding and sequences are **left**-padded. Positions are counted from
 the first real item (so a left-padded sequence sees exactly the positions of its unpadded self), padded
@@ -85,9 +87,9 @@ class Attention(nn.Module):
             self.W_K = nn.Parameter(torch.empty(shape_in))
         self.W_V = nn.Parameter(torch.empty(shape_in))
         self.W_O = nn.Parameter(torch.empty(cfg.n_heads, cfg.d_head, cfg.d_model))
-        if cfg.attention == "static" and cfg.distance_buckets:  # per head and bucket; zeros = uniform at init
+        if cfg.has_static_scores and cfg.distance_buckets:  # per head and bucket; zeros = uniform at init
             self.W_dist = nn.Parameter(torch.zeros(cfg.n_heads, cfg.distance_buckets))
-        if cfg.attention == "static" and cfg.time_buckets:
+        if cfg.has_static_scores and cfg.time_buckets:
             self.W_time = nn.Parameter(torch.zeros(cfg.n_heads, cfg.time_buckets))
         self.hook_q = HookPoint()  # [batch pos n_heads d_head]
         self.hook_k = HookPoint()
@@ -100,17 +102,27 @@ class Attention(nn.Module):
     def scores(
         self, resid: Float[Tensor, "batch pos d_model"], time_bucket: Int[Tensor, "batch pos pos"] | None = None
     ) -> Float[Tensor, "batch n_heads pos pos"]:
-        """Unmasked attention scores of the configured kind (`time_bucket`: see `time_buckets`)."""
+        """Unmasked attention scores of the configured kind (`time_bucket`: see `time_buckets`): QK (learned), the
+        static scores (static), their sum (learned with a static bias), or zeros (uniform)."""
         b, n, _ = resid.shape
+        scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
         if self.cfg.attention == "learned":
             q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
             k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
-            return einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
-        if self.cfg.attention == "uniform":
-            return resid.new_zeros(b, self.cfg.n_heads, n, n)
-        scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
+            scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+        if self.cfg.has_static_scores:
+            scores = scores + self.static_scores(n, time_bucket)
+        return scores
+
+    def static_scores(
+        self, n: int, time_bucket: Int[Tensor, "batch pos pos"] | None = None
+    ) -> Float[Tensor, "batch_or_1 n_heads pos pos"]:
+        """The static part of the scores: W_dist[h, bucket(q − k)] + W_time[h, bucket(t_q − t_k)], whichever the
+        head has (batch 1 without time buckets). Enters the scores additively, like the positional QK terms."""
+        device = self.W_V.device
+        scores = torch.zeros(1, self.cfg.n_heads, n, n, device=device)
         if self.cfg.distance_buckets:
-            scores = scores + self.W_dist[:, distance_buckets(n, self.cfg.distance_buckets, resid.device)]
+            scores = scores + self.W_dist[:, distance_buckets(n, self.cfg.distance_buckets, device)]
         if self.cfg.time_buckets:
             scores = scores + einops.rearrange(self.W_time[:, time_bucket], "h b q k -> b h q k")
         return scores

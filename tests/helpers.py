@@ -22,13 +22,16 @@ def train_tiny(data: Path | str, out: Path, layers: int, *extra: str) -> Path:
     return out
 
 
-# every attention kind as ModelConfig keywords: learned QK, static over distance / time gaps / both, uniform
+# every attention kind as ModelConfig keywords: learned QK, static over distance / time gaps / both, uniform, and
+# learned QK plus a static bias over time gaps (and distance)
 ATTENTION_VARIANTS = {
     "learned": {"attention": "learned"},
     "static": {"attention": "static"},
     "time": {"attention": "static", "distance_buckets": 0, "time_buckets": 6},
     "distance+time": {"attention": "static", "distance_buckets": 3, "time_buckets": 6},
     "uniform": {"attention": "uniform"},
+    "learned+time": {"attention": "learned", "static_bias": True, "distance_buckets": 0, "time_buckets": 6},
+    "learned+distance+time": {"attention": "learned", "static_bias": True, "distance_buckets": 3, "time_buckets": 6},
 }
 
 

@@ -39,11 +39,11 @@ def test_every_model_and_train_field_is_set_by_its_flag():
 
 
 def test_the_fields_without_a_flag_of_their_own_are_derived():
-    """d_vocab from the data, n_ctx capped by it, the bucket counts from --static-over, d_text from the text
-    embeddings (text sides only): each reaches its field."""
+    """d_vocab from the data, n_ctx capped by it, the bucket counts and the static bias from --static-over, d_text
+    from the text embeddings (text sides only): each reaches its field."""
     parser = train.build_parser()
     no_flag = {f.name for f in fields(ModelConfig) if "help" not in f.metadata}
-    assert no_flag == {"d_vocab", "distance_buckets", "time_buckets", "d_text"}
+    assert no_flag == {"d_vocab", "distance_buckets", "time_buckets", "static_bias", "d_text"}
     for argv, d_text in ((["--embed", "text"], 9), (["--unembed", "hybrid"], 9), ([], 0)):
         model_cfg, _ = train.configs_from_args(parser.parse_args(argv), d_vocab=77, longest=40, d_text=9)
         assert model_cfg.d_text == d_text
@@ -54,9 +54,15 @@ def test_the_fields_without_a_flag_of_their_own_are_derived():
     for over, buckets in (("distance", (12, 0)), ("time", (0, 32)), ("both", (12, 32))):
         args = parser.parse_args(["--attention", "static", "--static-over", over])
         model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
-        assert (model_cfg.distance_buckets, model_cfg.time_buckets) == buckets
-    with pytest.raises(UserError, match="--static-over goes with --attention static"):
-        train.configs_from_args(parser.parse_args(["--static-over", "time"]), d_vocab=77, longest=40)
+        assert (model_cfg.distance_buckets, model_cfg.time_buckets, model_cfg.static_bias) == (*buckets, False)
+        args = parser.parse_args(["--attention", "learned", "--static-over", over])  # QK + a static bias
+        model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
+        assert (model_cfg.distance_buckets, model_cfg.time_buckets, model_cfg.static_bias) == (*buckets, True)
+    model_cfg, _ = train.configs_from_args(parser.parse_args(["--attention", "learned"]), d_vocab=77, longest=40)
+    assert not model_cfg.static_bias and not model_cfg.uses_time
+    with pytest.raises(UserError, match="--static-over goes with --attention static or learned"):
+        train.configs_from_args(parser.parse_args(["--attention", "uniform", "--static-over", "time"]), d_vocab=77,
+                                longest=40)
 
 
 def test_every_train_flag_is_a_config_field_or_a_data_or_run_option():

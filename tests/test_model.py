@@ -40,12 +40,12 @@ def reference_forward(model, seq: list[int], times: list[float] | None = None) -
         for q_pos in range(len(seq)):
             out = resid[q_pos].clone()
             for h in range(c.n_heads):
+                scores = [0.0] * (q_pos + 1)
                 if c.attention == "learned":
                     q = resid[q_pos] @ a.W_Q[h]
                     scores = [float(q @ (resid[k] @ a.W_K[h])) / math.sqrt(c.d_head) for k in range(q_pos + 1)]
-                elif c.attention == "static":  # bucket of the distance d: 0, 1, 2-3, 4-7, ...; of the time gap
-                    scores = [0.0] * (q_pos + 1)
-                    for k in range(q_pos + 1):
+                if c.attention == "static" or c.static_bias:  # bucket of the distance d: 0, 1, 2-3, 4-7, ...; of the
+                    for k in range(q_pos + 1):  # time gap
                         d = q_pos - k
                         if c.distance_buckets:
                             scores[k] += float(a.W_dist[h, 0 if d == 0 else min(c.distance_buckets - 1,
@@ -53,8 +53,6 @@ def reference_forward(model, seq: list[int], times: list[float] | None = None) -
                         if c.time_buckets:
                             scores[k] += float(a.W_time[h, reference_bucket(times[q_pos] - times[k], d == 0,
                                                                             c.time_buckets)])
-                else:
-                    scores = [0.0] * (q_pos + 1)
                 m = max(scores)
                 w = [math.exp(s - m) for s in scores]
                 z = sum(wk / sum(w) * (resid[k] @ a.W_V[h]) for k, wk in enumerate(w))

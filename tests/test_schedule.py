@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from circuits.training.schedule import decay_due, learning_rate, length_batches, stop_reason
+from circuits.training.schedule import (decay_due, decayed_scale, is_improvement, learning_rate, length_batches,
+                                       stop_reason)
 
 
 def test_warmup_is_linear_then_flat_and_scaled():
@@ -19,6 +20,27 @@ def test_decay_counts_from_the_best_epoch_or_the_last_decay():
             last = epoch
     assert fired == [3, 5]
     assert not any(decay_due(e, 0, -1, patience=0) for e in range(10))  # 0 = constant lr
+
+
+def test_only_gains_above_min_delta_count_as_progress():
+    # a run creeping up by 5e-5 an epoch: with min_delta 1e-4 only every third epoch's score counts
+    scores = [0.1000, 0.10005, 0.1001, 0.10015, 0.1002, 0.10025, 0.1003]
+    ref, counted = -1.0, []
+    for epoch, v in enumerate(scores):
+        if is_improvement(v, ref, 1e-4):
+            ref, counted = v, counted + [epoch]
+    assert counted == [0, 3, 6]
+    assert is_improvement(0.2, 0.1, 0.0) and not is_improvement(0.1, 0.1, 0.0)  # min_delta 0: any gain
+
+
+def test_decay_stops_at_the_floor_and_never_raises_the_rate():
+    scale, lrs = 1.0, []
+    for _ in range(5):
+        scale = decayed_scale(scale, 0.3, base_lr=5e-3, min_lr=1e-4)
+        lrs.append(5e-3 * scale)
+    assert np.allclose(lrs, [1.5e-3, 4.5e-4, 1.35e-4, 1e-4, 1e-4])
+    assert decayed_scale(1.0, 0.3, base_lr=5e-5, min_lr=1e-4) == 1.0  # base below the floor: stays
+    assert decayed_scale(1.0, 0.3, base_lr=5e-3, min_lr=0.0) == 0.3  # no floor
 
 
 def test_stop_reason():

@@ -7,7 +7,7 @@
 - `ov_bigram_corr`: mean over source items of the correlation between the head's OV row and the L0 bigram row
   (does the attended item boost what would follow it anyway?).
 - `positional_share`: on real histories, of the attention-score variation across keys, the share due to terms
-  that involve W_pos (vs. content alone).
+  that involve W_pos or a distance bias (vs. content alone and a time-gap bias).
 - `induction` / `previous_item`: mean attention, on repeated random item sequences `s s`, to the item after the
   earlier copy of the current item / to the previous item (for attention over time gaps the sequences are one
   item a minute).
@@ -18,6 +18,7 @@ All item × item work is blockwise; nothing n_items × n_items is built.
 
 from __future__ import annotations
 
+import einops
 import numpy as np
 import pandas as pd
 import torch
@@ -26,7 +27,7 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.utilities import composition_scores
 
 from circuits.interp.circuit_pairs import circuit_factors
-from circuits.model import AttnOnlyTransformer
+from circuits.model import AttnOnlyTransformer, distance_buckets, time_buckets
 
 BLOCK = 2048
 
@@ -93,40 +94,50 @@ def _key_variance(scores: Tensor, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def positional_share(model: AttnOnlyTransformer, histories: Tensor) -> dict[str, float]:
-    """Per head: share of the across-key variance of attention scores due to terms involving W_pos.
-    Static attention: 1 over position distance alone, 0 over time gaps alone, NaN over both (not split);
-    uniform: NaN (no scores)."""
+def positional_share(model: AttnOnlyTransformer, histories: Tensor, times: Tensor | None = None) -> dict[str, float]:
+    """Per head: share of the across-key variance of attention scores due to terms involving W_pos (and a distance
+    bias), against the rest (content alone, and a time-gap bias). Static attention: 1 over position distance alone,
+    0 over time gaps alone, NaN over both (not split); uniform: NaN (no scores). `times`: the histories'
+    timestamps, for attention over time gaps."""
     cfg = model.cfg
     if cfg.attention != "learned":
         one_kind = cfg.attention == "static" and not (cfg.distance_buckets and cfg.time_buckets)
         share = (1.0 if cfg.distance_buckets else 0.0) if one_kind else float("nan")
         return dict.fromkeys(model.head_labels(), share)
-    if model.W_pos is None:
+    over = cfg.static_over
+    if model.W_pos is None and "distance" not in over:
         return {label: 0.0 for label in model.head_labels()}
-    _, cache = model.run_with_cache(histories, return_type=None)
+    _, cache = model.run_with_cache(histories, times=times, return_type=None)
     real = (histories != 0).float()
+    n = histories.shape[1]
+    bucket = time_buckets(times, cfg.time_buckets) if "time" in over else None
     out = {}
     for l, block in enumerate(model.blocks):
-        pos_part = cache["hook_pos_embed"]
+        pos_part = cache["hook_pos_embed"] if model.W_pos is not None else torch.zeros_like(cache["hook_embed"])
         content = cache[f"blocks.{l}.hook_resid_pre"] - pos_part
         allowed = torch.isfinite(cache[f"blocks.{l}.attn.hook_attn_scores"])  # [b, h, q, k]
+        zero = torch.zeros(1, cfg.n_heads, n, n)
+        dist_bias = block.attn.W_dist[:, distance_buckets(n, cfg.distance_buckets)][None] if "distance" in over \
+            else zero  # [1 or b, h, q, k]
+        time_bias = einops.rearrange(block.attn.W_time[:, bucket], "h b q k -> b h q k") if "time" in over else zero
         for h in range(model.cfg.n_heads):
             W_QK = block.attn.QK.AB[h] / model.cfg.d_head**0.5
             total = (content + pos_part) @ W_QK @ (content + pos_part).transpose(1, 2)
-            content_only = content @ W_QK @ content.transpose(1, 2)
+            content_only = content @ W_QK @ content.transpose(1, 2) + time_bias[:, h]
+            positional = total - content @ W_QK @ content.transpose(1, 2) + dist_bias[:, h]
             mask = allowed[:, h] & (real[:, :, None] * real[:, None, :]).bool()
-            v_pos, v_content = _key_variance(total - content_only, mask), _key_variance(content_only, mask)
+            v_pos, v_content = _key_variance(positional, mask), _key_variance(content_only, mask)
             ok = mask.sum(-1) > 1
             out[f"L{l}H{h}"] = float((v_pos / (v_pos + v_content).clamp_min(1e-12))[ok].mean())
     return out
 
 
 @torch.no_grad()
-def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None, items: int = 0, seed: int = 0
-                ) -> pd.DataFrame:
+def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None, items: int = 0, seed: int = 0,
+                times: Tensor | None = None) -> pd.DataFrame:
     """One row per head with every score in the module docstring; the item scores (ov_self_top, qk_self_top,
-    ov_bigram_corr) over a seeded sample of `items` source items (0 = all: n_items² work per head)."""
+    ov_bigram_corr) over a seeded sample of `items` source items (0 = all: n_items² work per head); `times`: the
+    histories' timestamps, for attention over time gaps."""
     bigram = circuit_factors(model, "L0")
     sources = sample_items(model.cfg.d_vocab, items, seed)
     rows = []
@@ -145,7 +156,7 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None, ite
         return out
     out = out.join(induction_scores(model))
     if histories is not None:
-        out["positional_share"] = pd.Series(positional_share(model, histories))
+        out["positional_share"] = pd.Series(positional_share(model, histories, times))
     return out
 
 

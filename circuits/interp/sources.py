@@ -122,7 +122,7 @@ def same_item_table(
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
         _, cache = model.run_with_cache(x, times=t, return_type=None)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
-        distance = distance_buckets(x.shape[1], cfg.distance_buckets) if cfg.attention == "static" else None
+        distance = distance_buckets(x.shape[1], cfg.distance_buckets) if "distance" in cfg.static_over else None
         for l, block in enumerate(model.blocks):
             actual = cache[f"blocks.{l}.attn.hook_pattern"]  # [b, h, q, k]
             for h in range(cfg.n_heads):
@@ -132,9 +132,13 @@ def same_item_table(
                     patterns["positional"] = actual[:, h]
                 elif cfg.attention == "static" and cfg.distance_buckets:  # the distance scores, not the time ones
                     scores = block.attn.W_dist[h][distance].expand(len(x), -1, -1)
-                elif cfg.attention == "learned" and pos is not None:
-                    scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
-                    scores = scores / math.sqrt(cfg.d_head)
+                elif cfg.attention == "learned" and (pos is not None or distance is not None):
+                    scores = torch.zeros(len(x), x.shape[1], x.shape[1])
+                    if pos is not None:
+                        scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
+                        scores = scores / math.sqrt(cfg.d_head)
+                    if distance is not None:  # a distance bias is positional too (a time bias is not)
+                        scores = scores + block.attn.W_dist[h][distance]
                 if scores is not None:
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():

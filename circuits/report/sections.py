@@ -236,7 +236,8 @@ def heads_section(run, ds) -> Section | None:
     valid = ds.eval_split("valid", model.cfg.n_ctx, users=np.flatnonzero(ds.lengths >= 3)[:256])
     sampled = REPORT_HEAD_ITEMS if ds.n_items > REPORT_PAIR_ITEMS else 0  # item scores: n_items² work per head
     with residual_only(model):  # both read cached activations only: no batch × n_ctx × d_vocab logits
-        scores = head_scores(model, torch.from_numpy(valid.history), items=sampled)
+        scores = head_scores(model, torch.from_numpy(valid.history), items=sampled,
+                             times=torch.from_numpy(valid.history_times))
         same = same_item_table(model, valid.history, times=valid.history_times)
     scores["same_item_share"] = same[same["pattern"] == "actual"].set_index("head")["same"]
     sec = Section("Head scores", anchor="heads")
@@ -255,14 +256,20 @@ def heads_section(run, ds) -> Section | None:
     comp = composition(model)
     if len(comp):
         sec.figure(plots.composition_heatmap(comp))
-    if model.cfg.attention == "static":
+    if model.cfg.has_static_scores:
         from circuits.interp.head_scores import static_weights
 
         weights = static_weights(model)
-        sec.heading("Static attention weights")
-        sec.text("The whole of a static head's attention: a learned score per bucket of how far back (items) and/or "
-                 "how long before (time) the key is; each query's weights are the softmax of these scores over its "
-                 "visible keys.")
+        if model.cfg.attention == "static":
+            sec.heading("Static attention weights")
+            sec.text("The whole of a static head's attention: a learned score per bucket of how far back (items) "
+                     "and/or how long before (time) the key is; each query's weights are the softmax of these scores "
+                     "over its visible keys.")
+        else:
+            sec.heading("Static score biases")
+            sec.text("Added to each head's QK scores before the softmax: a learned score per bucket of how far back "
+                     "(items) and/or how long before (time) the key is. A key's weight is the softmax of its QK score "
+                     "plus its bucket's bias.")
         for kind in weights["kind"].unique():
             sec.figure(plots.static_weight_lines(weights, kind))
     return sec

@@ -27,7 +27,8 @@ from circuits.scoring.evaluator import evaluate_model, model_scorer, resolve_see
 from circuits.scoring.metrics import evaluate_split
 from circuits.training.distributed import Ranks
 from circuits.training.loss import negative_log_q, next_item_loss
-from circuits.training.schedule import decay_due, epoch_batches, learning_rate, length_batches, stop_reason
+from circuits.training.schedule import (decay_due, decayed_scale, epoch_batches, is_improvement, learning_rate,
+                                       length_batches, stop_reason)
 
 
 def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, final: bool) -> None:
@@ -166,8 +167,10 @@ def train(
     model = build_model(model_cfg, seed=cfg.seed, E_text=E_text)
     model.set_unseen(ds.train_counts())  # before training: unseen items are never negatives (see the loss)
     torch.manual_seed(cfg.seed)  # dropout and negative sampling; one seed per entry point
+    # best: the kept weights' epoch and score (any gain); progress: the last epoch whose gain was ≥ min_delta, from
+    # which patience and decay count
     start_epoch, best, history, elapsed = 0, {"epoch": -1, "NDCG@10": -1.0}, [], 0.0
-    lr_scale, last_decay = 1.0, -1
+    progress_at, lr_scale, last_decay = dict(best), 1.0, -1
     if state is not None:
         model.load_state_dict(state["model"])
     model.to(ranks.device)
@@ -179,6 +182,7 @@ def train(
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best, history, elapsed = state["epoch"] + 1, state["best"], state["history"], state["elapsed"]
         lr_scale, last_decay = state["lr_scale"], state["last_decay"]
+        progress_at = state.get("progress_at", best)  # states written before 0.5 counted every gain
     elif main:
         part.mkdir(parents=True)
         write_json(part / "config.json", {
@@ -238,14 +242,17 @@ def train(
             best = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
             if main:
                 save_weights(model, part / "model.safetensors")
-        if decay_due(epoch, best["epoch"], last_decay, cfg.decay_patience):
-            lr_scale, last_decay = lr_scale * cfg.decay_factor, epoch
+        if is_improvement(m["NDCG@10"], progress_at["NDCG@10"], cfg.min_delta):
+            progress_at = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
+        if decay_due(epoch, progress_at["epoch"], last_decay, cfg.decay_patience):
+            lr_scale = decayed_scale(lr_scale, cfg.decay_factor, cfg.lr, cfg.min_lr)
+            last_decay = epoch
         if main:
             pd.DataFrame(history).to_csv(part / "epochs.csv", index=False)
             save_state(part / "state.pt", model, optimizer, epoch, best, history, elapsed,
-                       lr_scale=lr_scale, last_decay=last_decay)
+                       lr_scale=lr_scale, last_decay=last_decay, progress_at=progress_at)
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{m['NDCG@10']:.4f}", best=f"{best['NDCG@10']:.4f}")
-        reason = stop_reason(epoch, best["epoch"], cfg.patience, elapsed, cfg.max_minutes)
+        reason = stop_reason(epoch, progress_at["epoch"], cfg.patience, elapsed, cfg.max_minutes)
         if reason:
             stopped_by = reason
             break

@@ -13,6 +13,20 @@ def learning_rate(base_lr: float, step: int, warmup_steps: int, scale: float = 1
     return base_lr * scale * min(1.0, (step + 1) / max(warmup_steps, 1))
 
 
+def is_improvement(value: float, reference: float, min_delta: float) -> bool:
+    """Does a validation score count as progress for patience and decay: better than `reference` (the score of
+    the last epoch that counted) by more than `min_delta`? (The best weights are kept on any gain; only the
+    clocks of patience and decay need a real one, so noise-level gains do not keep a run going.)"""
+    return value > reference + min_delta
+
+
+def decayed_scale(scale: float, factor: float, base_lr: float, min_lr: float) -> float:
+    """The plateau scale after one decay, floored so that the learning rate stays ≥ `min_lr` (or stays where it
+    is if it already is below: a base rate under the floor is never raised)."""
+    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+    return max(scale * factor, min(scale, floor))
+
+
 def decay_due(epoch: int, best_epoch: int, last_decay: int, patience: int) -> bool:
     """After `epoch`: is the learning rate multiplied by the decay factor? Yes once `patience` epochs have
     passed without a better validation score, counted from the best epoch or from the last decay, whichever
