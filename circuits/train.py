@@ -42,11 +42,12 @@ def build_parser() -> ArgumentParser:
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     m = p.add_argument_group("model (ModelConfig)")
     add_config_arguments(m, ModelConfig)
-    m.add_argument("--static-over", choices=("distance", "time", "both"),
-                   help="with --attention static: what the weights depend on: position distance (0, 1, 2–3, 4–7, … "
-                   "items back; the default), time gap (self, < 1 s, [1, 2) s, [2, 4) s, …, from the log's timestamps "
-                   "in seconds) or both (summed scores); with --attention learned: add such a learned score per head "
-                   "and bucket to the QK scores (a static bias; e.g. --static-over time: QK + a time-gap bias)")
+    m.add_argument("--static-over", choices=("none", "distance", "time", "both"),
+                   help="static scores over position distance (0, 1, 2–3, 4–7, … items back), time gap (self, < 1 s, "
+                   "[1, 2) s, [2, 4) s, …, from the log's timestamps in seconds) or both (summed). With --attention "
+                   "static they are the whole of the attention (default: distance); with --attention learned they "
+                   "are a learned per-head bias added to the QK scores (default: time, i.e. QK + a time-gap bias; "
+                   "none: QK alone)")
     t = p.add_argument_group("text embeddings (with --embed or --unembed text or hybrid)")
     t.add_argument("--embeddings", metavar="SOURCE",
                    help="the items' text embeddings: 'minilm' (default: all-MiniLM-L6-v2 from the package "
@@ -63,15 +64,28 @@ def build_parser() -> ArgumentParser:
 def configs_from_args(args, d_vocab: int, longest: int, d_text: int = 0) -> tuple[ModelConfig, TrainConfig]:
     """The two configs from the parsed flags; `d_vocab` from the data, `n_ctx` capped at the longest history,
     `d_text` from the text embeddings (text and hybrid sides)."""
-    if args.static_over is not None and args.attention == "uniform":
+    over = resolved_static_over(args)
+    if args.static_over not in (None, "none") and args.attention == "uniform":
         raise UserError("--static-over goes with --attention static or learned")
+    if over is None and args.attention == "static":
+        raise UserError("--attention static needs scores over something: --static-over distance, time or both")
     text_sides = wants_text(args)
     if not text_sides and (args.embeddings or args.text_cols):
         raise UserError("--embeddings and --text-cols go with --embed or --unembed text or hybrid")
     model_cfg = config_from_args(ModelConfig, args, d_vocab=d_vocab, n_ctx=max(1, min(args.n_ctx, longest - 1)),
-                                 d_text=d_text if text_sides else 0, **static_buckets(args.static_over),
-                                 static_bias=args.attention == "learned" and args.static_over is not None)
+                                 d_text=d_text if text_sides else 0, **static_buckets(over),
+                                 static_bias=args.attention == "learned" and over is not None and args.n_layers > 0)
     return model_cfg, config_from_args(TrainConfig, args)
+
+
+def resolved_static_over(args) -> str | None:
+    """What static scores the model gets: None (no static scores), distance, time or both. Defaults: time for
+    learned attention (QK + a time-gap bias: the better ML-1M model, see README), distance for static attention."""
+    if args.static_over == "none":
+        return None
+    if args.static_over is not None:
+        return args.static_over
+    return {"learned": "time", "static": "distance"}.get(args.attention)
 
 
 def wants_text(args) -> bool:

@@ -50,7 +50,13 @@ def test_the_fields_without_a_flag_of_their_own_are_derived():
     with pytest.raises(UserError, match="go with --embed or --unembed"):
         train.configs_from_args(parser.parse_args(["--embeddings", "minilm"]), d_vocab=77, longest=40)
     model_cfg, _ = train.configs_from_args(parser.parse_args(["--n-ctx", "300"]), d_vocab=77, longest=40)
-    assert (model_cfg.d_vocab, model_cfg.n_ctx, model_cfg.distance_buckets, model_cfg.time_buckets) == (77, 39, 12, 0)
+    # the default: learned attention plus a time-gap bias
+    assert (model_cfg.d_vocab, model_cfg.n_ctx, model_cfg.distance_buckets, model_cfg.time_buckets) == (77, 39, 0, 32)
+    assert model_cfg.static_bias and model_cfg.uses_time and model_cfg.attention_label == "learned + time bias"
+    model_cfg, _ = train.configs_from_args(parser.parse_args(["--layers", "0"]), d_vocab=77, longest=40)
+    assert not model_cfg.static_bias and not model_cfg.uses_time  # no heads, no bias
+    model_cfg, _ = train.configs_from_args(parser.parse_args(["--attention", "static"]), d_vocab=77, longest=40)
+    assert (model_cfg.distance_buckets, model_cfg.time_buckets, model_cfg.static_bias) == (12, 0, False)
     for over, buckets in (("distance", (12, 0)), ("time", (0, 32)), ("both", (12, 32))):
         args = parser.parse_args(["--attention", "static", "--static-over", over])
         model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
@@ -58,8 +64,9 @@ def test_the_fields_without_a_flag_of_their_own_are_derived():
         args = parser.parse_args(["--attention", "learned", "--static-over", over])  # QK + a static bias
         model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
         assert (model_cfg.distance_buckets, model_cfg.time_buckets, model_cfg.static_bias) == (*buckets, True)
-    model_cfg, _ = train.configs_from_args(parser.parse_args(["--attention", "learned"]), d_vocab=77, longest=40)
-    assert not model_cfg.static_bias and not model_cfg.uses_time
+    args = parser.parse_args(["--attention", "learned", "--static-over", "none"])  # QK alone
+    model_cfg, _ = train.configs_from_args(args, d_vocab=77, longest=40)
+    assert not model_cfg.static_bias and not model_cfg.uses_time and model_cfg.attention_label == "learned"
     with pytest.raises(UserError, match="--static-over goes with --attention static or learned"):
         train.configs_from_args(parser.parse_args(["--attention", "uniform", "--static-over", "time"]), d_vocab=77,
                                 longest=40)

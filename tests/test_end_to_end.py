@@ -80,8 +80,10 @@ def test_bad_inputs_leave_nothing_behind(journeys, tmp_path):
         train.main(["--data", str(tmp_path / "missing.csv"), "--out", str(out)])
     with pytest.raises(UserError, match="invalid int value"):
         train.main(["--layers", "two"])
-    with pytest.raises(UserError, match="--static-over goes with --attention static"):
-        train.main(["--static-over", "time", "--out", str(out)])
+    with pytest.raises(UserError, match="--static-over goes with --attention static or learned"):
+        train.main(["--attention", "uniform", "--static-over", "time", "--out", str(out)])
+    with pytest.raises(UserError, match="--attention static needs scores over something"):
+        train.main(["--attention", "static", "--static-over", "none", "--out", str(out)])
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
     with pytest.raises(UserError, match="run directory not found"):
         evaluate.main([str(tmp_path / "nope")])
