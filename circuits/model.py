@@ -285,6 +285,19 @@ class AttnOnlyTransformer(HookedRootModule):
         text = self.W_out @ self.E_text[items].T
         return text if side == "text" else text + self.W_U_id[:, items] * ~self.unseen[items][None, :]
 
+    def tokens_to_residual_directions(self, items: int | Int[Tensor, "..."]) -> Float[Tensor, "... d_model"]:
+        """Each item's logit direction W_U[:, item] (`r_L @ direction` is its logit), under TransformerLens's name:
+        `cache.logit_attrs` reads it, with item indices for tokens. A tensor gives items.shape + (d_model,); a
+        single item (an int or a one-element tensor) gives [d_model], as in TransformerLens. Columns only (see
+        `unembed_columns`); the raw column also for an item `unembed` gives -inf (`unscorable`)."""
+        if isinstance(items, str):
+            raise TypeError(f"an item model has no tokenizer: give item indices, not {items!r}")
+        items = torch.as_tensor(items, device=self.unseen.device)
+        columns = self.unembed_columns(items.reshape(-1))  # [d_model, n]
+        if items.numel() == 1:
+            return columns[:, 0]
+        return columns.T.reshape(*items.shape, self.cfg.d_model)
+
     def _stack(self, name: str) -> Tensor:
         if not self.blocks:
             raise ValueError("a 0-layer model has no attention weights")
@@ -369,6 +382,16 @@ class AttnOnlyTransformer(HookedRootModule):
         if return_type != "logits":
             raise ValueError(f"return_type must be 'logits' or None, got {return_type!r}")
         return self.unembed(self.residual(items, times))
+
+    def run_with_cache(self, *model_args, remove_batch_dim: bool = False, **kwargs):
+        """`HookedRootModule.run_with_cache` (`names_filter`, `device`, `pos_slice`, …; `times` and `return_type`
+        go to `forward`) returning `(output, cache)` with the cached tensors, uncopied, in TransformerLens's
+        `ActivationCache` (`circuits.interp.activations.ItemActivationCache`): `cache["blocks.0.attn.hook_pattern"]`
+        or `cache["pattern", 0]`, `decompose_resid`, `stack_head_results`, `logit_attrs(stack, items)`, …"""
+        from circuits.interp.activations import ItemActivationCache  # circuits.interp imports this module
+
+        out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
+        return out, ItemActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim, training=self.training)
 
 
 def strip_left_padding(items: Int[Tensor, "batch pos"], times: Tensor | None = None):

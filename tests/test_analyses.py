@@ -8,7 +8,7 @@ import torch
 
 from analyses.order import order_sensitivity, transform_histories, transform_history
 from circuits.runs import load_run
-from tests.helpers import tiny_journeys, train_tiny
+from tests.helpers import example_times, tiny_journeys, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +61,13 @@ def test_order_table_against_a_per_user_loop_and_the_stored_test_metric(tiny_run
     assert list(table.index) == ["intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated"]
     test = run.dataset().eval_split("test", run.model.cfg.n_ctx)
     intact = run.metrics["model"]["test"]["full/included"]["NDCG@10"]
-    for kind in table.index:
-        histories = transform_histories(test.history, kind, seed=3)
+    for kind in table.index:  # the default model reads time gaps: items move, times stay (see transform_histories)
+        histories, times = transform_histories(test.history, kind, seed=3, times=test.history_times)
         gains = []
-        for history, target in zip(histories, test.target):
+        for history, t, target in zip(histories, times, test.target):
             with torch.no_grad():
-                scores = run.model(torch.from_numpy(history[history != 0])[None])[0, -1, 1:]
+                real = history != 0
+                scores = run.model(torch.from_numpy(history[real])[None], torch.from_numpy(t[real])[None])[0, -1, 1:]
             rank = 1 + int((scores > scores[target - 1]).sum()) + int((scores == scores[target - 1]).sum()) - 1
             gains.append(1 / np.log2(rank + 1) if rank <= 10 else 0.0)
         assert table.loc[kind, "NDCG@10"] == pytest.approx(np.mean(gains), abs=1e-9), kind
@@ -117,8 +118,9 @@ def test_last_position_outputs_against_a_per_user_forward(tiny_runs):
     test = tiny_runs[1].dataset().eval_split("test", model.cfg.n_ctx)
     out = last_position_outputs(model, test, batch=7)
     for i in (0, 5, len(test) - 1):
-        x = torch.from_numpy(test.history[i][test.history[i] != 0])[None]
-        _, cache = model.run_with_cache(x)
+        real = test.history[i] != 0
+        x = torch.from_numpy(test.history[i][real])[None]
+        _, cache = model.run_with_cache(x, times=torch.from_numpy(test.history_times[i][real])[None])
         for h in range(2):
             torch.testing.assert_close(out[f"L0H{h}"][i], cache["blocks.0.attn.hook_result"][0, -1, h])
         torch.testing.assert_close(out["L1"][i], cache["blocks.0.attn.hook_result"][0, -1].sum(0), atol=1e-6, rtol=0)
@@ -130,11 +132,11 @@ def test_replacing_a_layer_at_the_last_position_leaves_the_others(tiny_runs):
     from circuits.interp.ablation import ablated_layers
 
     model = tiny_runs[1].model
-    x = torch.tensor([[3, 5, 7, 9, 11]])
+    x, t = torch.tensor([[3, 5, 7, 9, 11]]), example_times(5)
     c = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(0))
-    intact = model(x)
+    intact = model(x, t)
     with ablated_layers(model, {0: c}, position=-1):
-        replaced = model(x)
+        replaced = model(x, t)
     torch.testing.assert_close(replaced[0, :-1], intact[0, :-1])
     direct = model.W_E[11] + model.W_pos[4]
     torch.testing.assert_close(replaced[0, -1], (direct + c) @ model.W_U)
@@ -166,11 +168,13 @@ def test_same_item_shares_against_direct_computations(tiny_runs):
 
     model = tiny_runs[1].model
     ds = tiny_runs[1].dataset()
-    h = ds.eval_split("test", model.cfg.n_ctx).history[:12]
-    table = same_item_table(model, h, batch=5).set_index(["head", "pattern"])
+    test = ds.eval_split("test", model.cfg.n_ctx)
+    h, ht = test.history[:12], test.history_times[:12]
+    table = same_item_table(model, h, batch=5, times=ht).set_index(["head", "pattern"])
     # actual: the per-sequence view, one query position at a time, averaged over every real query
-    per_query = [same_item_shares(attention_sources(model, torch.from_numpy(row[row != 0]), 1, query=q))
-                 for row in h for q in range((row != 0).sum())]
+    per_query = [same_item_shares(attention_sources(model, torch.from_numpy(row[row != 0]), 1,
+                                                    timestamps=t[row != 0], query=q))
+                 for row, t in zip(h, ht) for q in range((row != 0).sum())]
     for head in model.head_labels():
         want = np.mean([v.loc[head, "same_item_share"] for v in per_query])
         assert table.loc[(head, "actual"), "same"] == pytest.approx(want, abs=1e-6)
@@ -182,7 +186,7 @@ def test_same_item_shares_against_direct_computations(tiny_runs):
         want += [np.mean(real[: q + 1] == real[q]) for q in range(len(real))]
     assert table.loc[("L0H0", "uniform"), "same"] == pytest.approx(np.mean(want))
     one_item = np.full((3, h.shape[1]), 5)
-    ones = same_item_table(model, one_item)
+    ones = same_item_table(model, one_item, times=np.tile(1.7e9 + 60.0 * np.arange(h.shape[1]), (3, 1)))
     np.testing.assert_allclose(ones["same"], 1.0, rtol=1e-5)
 
 
