@@ -69,7 +69,9 @@ def time_buckets(times: Float[Tensor, "batch pos"], n_buckets: int) -> Int[Tenso
     of 2^29 s, 17 years, and more). Negative gaps (a key later than the query; masked anyway) count as 0 s."""
     times = times.double()
     gap = (times[:, :, None] - times[:, None, :]).clamp(min=0)
-    bucket = torch.where(gap >= 1, torch.floor(torch.log2(gap.clamp(min=1))).long() + 2, 1)
+    # gap = m · 2^e with m in [0.5, 1): floor(log2 gap) = e − 1, exactly (no rounding of a logarithm)
+    _, exponent = torch.frexp(gap)
+    bucket = torch.where(gap >= 1, exponent.long() + 1, 1)
     n = times.shape[-1]
     bucket = bucket.masked_fill(torch.eye(n, dtype=torch.bool, device=times.device), 0)
     return bucket.clamp(max=n_buckets - 1)

@@ -173,6 +173,14 @@ def test_time_buckets_match_the_written_out_rule():
     assert got[0].max() < 32 and int(time_buckets(times, 5).max()) == 4  # capped
 
 
+def test_time_buckets_at_powers_of_two_and_just_below():
+    gaps = [0.0, 0.5, 1.0 - 1e-9, 1.0, 1.5, 2.0 - 1e-9, 2.0, 3.0, 4.0, 1023.999, 1024.0, 2.0**20, 2.0**20 + 0.25, 2.0**28,
+            2.0**29 - 1, 2.0**29, 2.0**31, 3e9]
+    for gap in gaps:
+        times = torch.tensor([[1.7e9, 1.7e9 + gap]], dtype=torch.float64)
+        assert int(time_buckets(times, 32)[0, 1, 0]) == reference_bucket(float(times[0, 1] - times[0, 0]), False, 32), gap
+
+
 def test_time_attention_depends_only_on_time_gaps():
     model = with_random_distance_weights(build_model(cfg(**ATTENTION_VARIANTS["time"]), seed=3).eval(), seed=5)
     times = example_times(5)
