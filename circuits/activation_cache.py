@@ -20,15 +20,14 @@ A 0-layer model has no `hook_resid_post`; its final residual `cache["resid_post"
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 from transformer_lens.ActivationCache import ActivationCache
+from transformer_lens.HookedRootModule import HookedRootModule
 
-if TYPE_CHECKING:
-    from circuits.config import ModelConfig
-    from circuits.model import AttnOnlyTransformer
+from circuits.config import ModelConfig
 
 
 class TransformerLensConfigView:
@@ -62,7 +61,7 @@ class CacheModelView:
     """The model as the cache sees it (`cache.model`): the model's attributes, `cfg` as a
     `TransformerLensConfigView`, and calling it calls the model."""
 
-    def __init__(self, model: AttnOnlyTransformer):
+    def __init__(self, model: HookedRootModule):  # an AttnOnlyTransformer (circuits.model imports this module)
         self.wrapped = model
         self.cfg = TransformerLensConfigView(model.cfg)
 
@@ -90,7 +89,7 @@ class ItemActivationCache(ActivationCache):
     """`ActivationCache` of an `AttnOnlyTransformer` (see the module docstring); `training`: whether the model was
     in training mode when the activations were cached."""
 
-    def __init__(self, cache_dict: dict[str, Tensor], model: AttnOnlyTransformer | CacheModelView,
+    def __init__(self, cache_dict: dict[str, Tensor], model: HookedRootModule | CacheModelView,
                  has_batch_dim: bool = True, training: bool = False):
         view = model if isinstance(model, CacheModelView) else CacheModelView(model)
         super().__init__(cache_dict, view, has_batch_dim=has_batch_dim)

@@ -49,6 +49,7 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.hook_points import HookPoint
 from transformer_lens.HookedRootModule import HookedRootModule
 
+from circuits.activation_cache import ItemActivationCache
 from circuits.config import ModelConfig
 
 PAD = 0
@@ -388,10 +389,8 @@ class AttnOnlyTransformer(HookedRootModule):
     def run_with_cache(self, *model_args, remove_batch_dim: bool = False, **kwargs):
         """`HookedRootModule.run_with_cache` (`names_filter`, `device`, `pos_slice`, …; `times` and `return_type`
         go to `forward`) returning `(output, cache)` with the cached tensors, uncopied, in TransformerLens's
-        `ActivationCache` (`circuits.interp.activations.ItemActivationCache`): `cache["blocks.0.attn.hook_pattern"]`
+        `ActivationCache` (`circuits.activation_cache.ItemActivationCache`): `cache["blocks.0.attn.hook_pattern"]`
         or `cache["pattern", 0]`, `decompose_resid`, `stack_head_results`, `logit_attrs(stack, items)`, …"""
-        from circuits.interp.activations import ItemActivationCache  # circuits.interp imports this module
-
         out, cache_dict = super().run_with_cache(*model_args, remove_batch_dim=remove_batch_dim, **kwargs)
         return out, ItemActivationCache(cache_dict, self, has_batch_dim=not remove_batch_dim, training=self.training)
 

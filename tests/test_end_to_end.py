@@ -136,8 +136,10 @@ def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys
     split = ds.eval_split("test", run.model.cfg.n_ctx)
     row = list(split.users).index(ds.user_index(user))
     hist = torch.from_numpy(split.history[row : row + 1])
+    times = torch.from_numpy(split.history_times[row : row + 1])  # the default attention reads time gaps
+    first = (hist[0] != 0).nonzero()[0, 0]
     with torch.no_grad():
-        full = run.model(hist[:, (hist[0] != 0).nonzero()[0, 0] :])[0, -1]
+        full = run.model(hist[:, first:], times[:, first:])[0, -1]
     assert abs(comps["L0+L1+L2"]["target_logit"] - full[split.target[row]].item()) < 1e-4
     parts = sum(comps[c]["target_logit"] for c in ("embed", "pos", "L0H0", "L0H1", "L1H0", "L1H1"))
     assert abs(parts - comps["L0+L1+L2"]["target_logit"]) < 1e-4

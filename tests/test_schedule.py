@@ -2,8 +2,14 @@
 
 import numpy as np
 
-from circuits.training.schedule import (decay_due, decayed_scale, is_improvement, learning_rate, length_batches,
-                                       stop_reason)
+from circuits.training.schedule import (
+    decay_due,
+    decayed_scale,
+    is_improvement,
+    learning_rate,
+    length_batches,
+    stop_reason,
+)
 
 
 def test_warmup_is_linear_then_flat_and_scaled():

@@ -184,7 +184,9 @@ def test_same_item_judges_an_id_run_by_text_embeddings_when_given(text_runs, tmp
     E = np.zeros((ds.d_vocab, vectors.dim), dtype=np.float32)
     E[1:] = vectors.vectors[[row[i] for i in ds.item_ids[1:]]]
     sp = ds.eval_split("test", run.model.cfg.n_ctx)
-    want = same_item_table(run.model, sp.history, 0.5, vectors=torch.from_numpy(E)).set_index(["head", "pattern"])
+    want = same_item_table(run.model, sp.history, 0.5, vectors=torch.from_numpy(E), times=sp.history_times
+                          ).set_index(["head", "pattern"])
     np.testing.assert_allclose(table.loc[want.index, "near"], want["near"], atol=1e-6)
-    default = same_item_table(run.model, sp.history, 0.5).set_index(["head", "pattern"])  # W_E: another answer
+    default = same_item_table(run.model, sp.history, 0.5, times=sp.history_times).set_index(["head", "pattern"])
+    # (W_E: another answer)
     assert not np.allclose(default["near"], want["near"])

@@ -27,8 +27,15 @@ from circuits.scoring.evaluator import evaluate_model, model_scorer, resolve_see
 from circuits.scoring.metrics import evaluate_split
 from circuits.training.distributed import Ranks
 from circuits.training.loss import negative_log_q, next_item_loss
-from circuits.training.schedule import (decay_due, decayed_scale, epoch_batches, is_improvement, learning_rate,
-                                       length_batches, stop_reason)
+from circuits.training.schedule import (
+    decay_due,
+    decayed_scale,
+    epoch_batches,
+    is_improvement,
+    learning_rate,
+    length_batches,
+    stop_reason,
+)
 
 
 def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, final: bool) -> None:
