@@ -15,7 +15,9 @@ from circuits.runs import load_run
 # document earlier (p_induction), or not at all (the control).
 JOURNEYS = dict(n_topics=2, docs_per_topic=250, series_per_topic=0, zipf_exponent=0.0, p_repeat=0.0, p_jump=0.0,
                 p_revisit=0.2, p_duplicate=0.0, topics_per_user=2, n_users=8000, min_length=20, max_length=40)
-TRAIN = ["--layers", "2", "--epochs", "45", "--patience", "45", "--decay-patience", "0", "--dropout", "0",
+# QK attention alone (--static-over none): the mechanism under test is QK induction, measured as it was before the
+# default gained a time-gap bias
+TRAIN = ["--layers", "2", "--static-over", "none", "--epochs", "45", "--patience", "45", "--decay-patience", "0", "--dropout", "0",
          "--batch-size", "128", "--lr", "7e-3", "--quiet"]
 
 
