@@ -89,10 +89,10 @@ class ModelConfig:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
         if self.distance_buckets < 0 or self.time_buckets < 0:
             raise UserError("distance_buckets and time_buckets must be 0 or more")
-        if self.has_static_scores and not (self.distance_buckets or self.time_buckets):
-            raise UserError("static attention (or a static bias) needs distance buckets, time buckets or both")
         if self.static_bias and self.attention != "learned":
             raise UserError(f"static_bias adds static scores to learned ones; {self.attention} attention has none")
+        if self.has_static_scores and not (self.distance_buckets or self.time_buckets):
+            raise UserError("static attention (or a static bias) needs distance buckets, time buckets or both")
         if self.n_layers < 0:
             raise UserError(f"n_layers (--layers) must be 0 or more, got {self.n_layers}")
         if not 0.0 <= self.dropout < 1.0:
@@ -111,7 +111,7 @@ class ModelConfig:
     def has_static_scores(self) -> bool:
         """True when heads hold static attention's per-bucket scores (`W_dist` / `W_time`): static attention, or
         learned attention with a static bias."""
-        return self.attention == "static" or (self.attention == "learned" and self.static_bias)
+        return self.attention == "static" or self.static_bias  # static_bias only with learned (__post_init__)
 
     @property
     def static_over(self) -> list[str]:

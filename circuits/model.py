@@ -108,11 +108,12 @@ class Attention(nn.Module):
         """Unmasked attention scores of the configured kind (`time_bucket`: see `time_buckets`): QK (learned), the
         static scores (static), their sum (learned with a static bias), or zeros (uniform)."""
         b, n, _ = resid.shape
-        scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
         if self.cfg.attention == "learned":
             q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
             k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
             scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+        else:
+            scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
         if self.cfg.has_static_scores:
             scores = scores + self.static_scores(n, time_bucket)
         return scores
