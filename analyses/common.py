@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
-import plotly.graph_objects as go
+from typing import TYPE_CHECKING
 
 from circuits.cli import ArgumentParser, add_run_data_arguments
 from circuits.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: `--help` needs none of them
+    import pandas as pd
+    import plotly.graph_objects as go
 
 
 def runs_parser(prog: str, doc: str, out: str) -> ArgumentParser:

@@ -14,9 +14,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import plotly.graph_objects as go
+if TYPE_CHECKING:  # imported where used: `--help` needs none of them
+    import pandas as pd
+    import plotly.graph_objects as go
 
 
 def run_row(run) -> dict:
@@ -32,6 +34,8 @@ def run_row(run) -> dict:
 
 def depth_table(runs: list) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per run, one row per depth: mean and standard deviation over seeds)."""
+    import pandas as pd
+
     rows = pd.DataFrame([run_row(r) for r in runs])
     g = rows.groupby(["layers", "heads", "d_model", "attention", "protocol"])
     summary = g[["valid_NDCG@10", "test_NDCG@10"]].agg(["mean", "std"])
@@ -55,12 +59,16 @@ def sweep_runs(folder: str | Path) -> list:
 
 def learning_curves(runs: list) -> pd.DataFrame:
     """Validation NDCG@10 after every epoch: one row per run × epoch (layers, seed, epoch, minutes, NDCG@10)."""
+    import pandas as pd
+
     frames = [pd.read_csv(r.path / "epochs.csv")[["epoch", "minutes", "valid_NDCG@10"]].assign(
         layers=r.model.cfg.n_layers, seed=r.config["train"]["seed"]) for r in runs]
     return pd.concat(frames, ignore_index=True)
 
 
 def curves_figure(curves: pd.DataFrame) -> go.Figure:
+    import plotly.graph_objects as go
+
     from circuits.plots import LAYOUT
 
     fig = go.Figure()
@@ -75,6 +83,8 @@ def curves_figure(curves: pd.DataFrame) -> go.Figure:
 
 
 def depth_figure(summary: pd.DataFrame) -> go.Figure:
+    import plotly.graph_objects as go
+
     from circuits.plots import LAYOUT
 
     fig = go.Figure()

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # imported where used: `--help` needs none of them
+    import pandas as pd
 
 SESSION_GAP_S = 30 * 60
 
@@ -71,6 +74,8 @@ def model_stats(ds, test) -> dict[str, float]:
 
 def diagnostics(ds, name: str | None = None) -> pd.DataFrame:
     """One row of every statistic for one data set."""
+    import pandas as pd
+
     test = ds.eval_split("test", int(ds.lengths.max()))  # each user's whole history before the test target
     s = ds.summary()
     row = {"data": name or s.get("name"), "users": s["users"], "items": s["items"], "interactions": s["interactions"],
@@ -107,10 +112,12 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import pandas as pd
+
     from analyses.common import save
     from circuits.data import load_dataset
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     table = pd.concat([diagnostics(load_dataset(d), Path(d).name) for d in args.data], ignore_index=True)
 
     shown = table.map(format_value)

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
+
+if TYPE_CHECKING:  # imported where used: `--help` needs neither
+    import pandas as pd
+    import plotly.graph_objects as go
 
 TRANSFORMS = ("intact", "shuffled_keep_last", "shuffled", "reversed", "deduplicated")
 
@@ -63,29 +66,38 @@ def transform_histories(history: np.ndarray, kind: str, seed: int = 0, times: np
     return out if times is None else (out, out_times)
 
 
-def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0) -> pd.DataFrame:
-    """Rows: transform × metric under the run's full-ranking policy, with the change against `intact`."""
-    from circuits.scoring.evaluator import model_scorer
-    from circuits.scoring.metrics import evaluate_split
+def order_sensitivity(run, ds=None, split: str = "test", seed: int = 0, intact: dict | None = None) -> pd.DataFrame:
+    """Rows: transform × metric under the run's full-ranking policy, with the change against `intact`. Each
+    transform is one pass of `circuits.interp.last_position.model_ranks`; `intact`: the intact model's ranks on
+    the same split when already computed (`model_ranks(...)["intact"]`, e.g. by the report's shared pass)."""
+    import pandas as pd
+
+    from circuits.interp.last_position import model_ranks
+    from circuits.scoring.metrics import metrics_from_ranks
 
     ds = ds or run.dataset()
     policy = run.seen_policy
     base = ds.eval_split(split, run.model.cfg.n_ctx)
     rows = []
     for kind in TRANSFORMS:
-        history, times = transform_histories(base.history, kind, seed, base.history_times)
-        sp = dataclasses.replace(base, history=history, history_times=times)
-        m = evaluate_split(model_scorer(run.model, sp), sp, ds.d_vocab, n_sampled=0)[f"full/{policy}"]
+        if kind == "intact" and intact is not None:
+            ranks = intact
+        else:
+            history, times = transform_histories(base.history, kind, seed, base.history_times)
+            ranks = model_ranks(run.model, dataclasses.replace(base, history=history, history_times=times))["intact"]
+        m = metrics_from_ranks(ranks[f"full/{policy}"])
         rows.append({"run": run.path.name, "layers": run.model.cfg.n_layers, "transform": kind,
                      "protocol": f"full/{policy}", "HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"]})
     out = pd.DataFrame(rows)
-    intact = out.loc[out["transform"] == "intact", "NDCG@10"].iloc[0]
-    out["NDCG@10_change"] = out["NDCG@10"] - intact
-    out["NDCG@10_relative"] = out["NDCG@10"] / intact if intact else np.nan
+    intact_ndcg = out.loc[out["transform"] == "intact", "NDCG@10"].iloc[0]
+    out["NDCG@10_change"] = out["NDCG@10"] - intact_ndcg
+    out["NDCG@10_relative"] = out["NDCG@10"] / intact_ndcg if intact_ndcg else np.nan
     return out
 
 
 def order_figure(table: pd.DataFrame) -> go.Figure:
+    import plotly.graph_objects as go
+
     from circuits.plots import LAYOUT, safe
 
     fig = go.Figure()
@@ -106,9 +118,11 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import pandas as pd
+
     from analyses.common import load_runs, save
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     runs = load_runs(args)
     table = pd.concat([order_sensitivity(r, ds, split=args.split, seed=args.seed) for r, ds in runs],
                       ignore_index=True)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-import torch
 
-from circuits.interp.sources import same_item_table
+if TYPE_CHECKING:  # imported where used: `--help` needs none of them
+    import pandas as pd
+    import plotly.graph_objects as go
+    import torch
 
 
 def duplicate_groups(ds) -> np.ndarray | None:
@@ -48,6 +49,8 @@ def text_vectors(ds, source: str, columns: list[str] | None = None) -> torch.Ten
     """The items' text embeddings [d_vocab, d] from `source` ('minilm', a model folder: the texts of the data's
     item metadata; or an embedding file), in the dataset's vocabulary order: to judge "near-identical" by text
     for any run, an id model's included."""
+    import torch
+
     from circuits.text import dataset_embeddings
 
     return torch.from_numpy(dataset_embeddings(source, ds, columns, progress=False)[0])
@@ -58,6 +61,8 @@ def same_item_attention(run, ds=None, split: str = "test", near_cosine: float = 
     """`same_item_table` on a split's histories, with the planted duplicate groups where the data has them.
     `vectors` [d_vocab, d] (named `basis`) judge "near-identical"; default: a text model's own text embeddings,
     an id model's W_E."""
+    from circuits.interp.sources import same_item_table
+
     ds = ds or run.dataset()
     sp = ds.eval_split(split, run.model.cfg.n_ctx)
     table = same_item_table(run.model, sp.history[:max_users], near_cosine, times=sp.history_times[:max_users],
@@ -104,9 +109,11 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import pandas as pd
+
     from analyses.common import load_runs, save
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     runs = load_runs(args, need_attention=True)
     tables = []
     for r, ds in runs:

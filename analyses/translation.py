@@ -22,48 +22,33 @@ measured at that last position; the earlier positions are left as they are.
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import plotly.graph_objects as go
-import torch
-import torch.nn.functional as F
-
-from circuits.interp.ablation import ablated_heads, ablated_layers
-from circuits.model import strip_left_padding
-from circuits.scoring.evaluator import model_scorer
-from circuits.scoring.metrics import metrics_from_ranks, split_ranks
+if TYPE_CHECKING:  # imported where used: `--help` needs none of them
+    import pandas as pd
+    import plotly.graph_objects as go
+    import torch
 
 ALL_LAYERS = "all attention layers"
 
 
-@torch.no_grad()
 def last_position_outputs(model, split, batch: int = 256) -> dict[str, torch.Tensor]:
     """Over the users of `split`, each [n_users, d_model] at the last position of the history: every head's
     output (`L{l}H{h}`), every layer's (`L{l+1}`, the sum of its heads), the direct path (`direct` = embedding
-    + position) and the residual stream entering the last layer (`into_last_layer`)."""
-    n_layers = model.cfg.n_layers
-    wanted = ("hook_embed", "hook_pos_embed", f"blocks.{n_layers - 1}.hook_resid_pre")
-    parts: dict[str, list] = {}
-    for lo in range(0, len(split), batch):
-        x, t = strip_left_padding(torch.from_numpy(split.history[lo : lo + batch]),
-                                  torch.from_numpy(split.history_times[lo : lo + batch]))
-        _, cache = model.run_with_cache(x, times=t, return_type=None, names_filter=lambda n: n in wanted or n.endswith(
-            ("attn.hook_result", "hook_attn_out")))
-        direct = cache["hook_embed"][:, -1] + (cache["hook_pos_embed"][:, -1] if model.W_pos is not None else 0)
-        got = {"direct": direct, "into_last_layer": cache[f"blocks.{n_layers - 1}.hook_resid_pre"][:, -1]}
-        for l in range(n_layers):
-            got[f"L{l + 1}"] = cache[f"blocks.{l}.hook_attn_out"][:, -1]
-            for h in range(model.cfg.n_heads):
-                got[f"L{l}H{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, -1, h]
-        for k, v in got.items():
-            parts.setdefault(k, []).append(v)
-    return {k: torch.cat(v) for k, v in parts.items()}
+    + position) and the residual stream entering the last layer (`into_last_layer`). One pass of
+    `circuits.interp.last_position` (the last layer at the last query only), users in batches of at most `batch`."""
+    from circuits.interp.last_position import OutputReader, read_split
+
+    reader = OutputReader(len(split))
+    reader.max_rows = batch
+    read_split(model, split, [reader])
+    return reader.outputs
 
 
 def geometry(outputs: dict[int, torch.Tensor]) -> pd.DataFrame:
     """Per layer (key l → its outputs [n_users, d_model]): norms, `mean_share`, `along_mean`."""
+    import pandas as pd
+
     rows = []
     for l, v in outputs.items():
         v = v.double()
@@ -78,14 +63,20 @@ def geometry(outputs: dict[int, torch.Tensor]) -> pd.DataFrame:
 def fit_translation(base: torch.Tensor, targets: torch.Tensor, W_U: torch.Tensor, init: torch.Tensor,
                     max_iter: int = 100) -> torch.Tensor:
     """argmin_c mean CE(softmax((base + c) W_U), targets) over all items (padding never a candidate): the
-    best constant vector to add to every user's `base` [n, d_model]. Convex in c; L-BFGS from `init`."""
-    base, W_U = base.detach().double(), W_U.detach().double()
+    best constant vector to add to every user's `base` [n, d_model]. Convex in c; L-BFGS from `init`. The logits
+    are base W_U (computed once) + c W_U: an evaluation of the loss and its gradient then costs no product with
+    the users' vectors (the same sum; the gradient of c is W_U times the column sums of the logits' gradient)."""
+    import torch
+    import torch.nn.functional as F
+
+    W_U = W_U.detach().double()
+    fixed = base.detach().double() @ W_U  # [n, d_vocab]
     c = init.detach().double().clone().requires_grad_(True)
     opt = torch.optim.LBFGS([c], max_iter=max_iter, line_search_fn="strong_wolfe", tolerance_grad=1e-9)
 
     def loss():
         opt.zero_grad()
-        logits = (base + c) @ W_U
+        logits = fixed + c @ W_U
         logits[:, 0] = float("-inf")
         value = F.cross_entropy(logits, targets)
         value.backward()
@@ -95,13 +86,12 @@ def fit_translation(base: torch.Tensor, targets: torch.Tensor, W_U: torch.Tensor
     return c.detach().to(init.dtype)
 
 
-def ablations(model, valid, test, d_vocab: int, policy: str) -> pd.DataFrame:
-    """NDCG@10 on `test` intact and with the last-position output of each head, each layer and all layers
-    replaced by its validation mean, by zero, and (last layer, all layers) by the fitted constant."""
-    def ndcg(context=None) -> float:
-        with context or nullcontext():
-            ranks = split_ranks(model_scorer(model, test), test, d_vocab, n_sampled=0)[f"full/{policy}"]
-        return metrics_from_ranks(ranks)["NDCG@10"]
+def replacements(model, valid) -> tuple[list[tuple[str, str, list[int]]], dict]:
+    """What the ablations replace, from the validation split: (the rows of the table: (name, kind, the layers of
+    a layer row or [] for a head), the variants `circuits.interp.last_position.RankReader` evaluates, keyed by
+    (name, replacement) with replacement in mean / zero / fitted). Each head's, each layer's and all layers' last-
+    position output is replaced by its validation mean, by zero, and (last layer, all layers) by the fitted constant."""
+    import torch
 
     L = model.cfg.n_layers
     out_valid = last_position_outputs(model, valid)
@@ -118,23 +108,38 @@ def ablations(model, valid, test, d_vocab: int, policy: str) -> pd.DataFrame:
             return None
         return fit_translation(base, torch.from_numpy(valid.target), model.W_U, init)
 
-    intact = ndcg()
-    rows = []
+    rows, variants = [], {}
     for head in model.head_labels():
-        rows.append({"ablated": head, "kind": "head", "intact": intact,
-                     "mean_ablated": ndcg(ablated_heads(model, {head: means[head]}, position=-1)),
-                     "zero_ablated": ndcg(ablated_heads(model, {head: None}, position=-1)), "fitted": np.nan})
+        rows.append((head, "head", []))
+        variants[(head, "mean")] = {"heads": {head: means[head]}}
+        variants[(head, "zero")] = {"heads": {head: None}}
     groups = {f"L{l + 1}": [l] for l in range(L)} | ({ALL_LAYERS: list(range(L))} if L > 1 else {})
     for name, layers in groups.items():
+        rows.append((name, "layer" if len(layers) == 1 else "all layers", layers))
         fit = fitted_constant(layers)
-        # the fitted constant stands for all the replaced layers at once: it goes into the last, the others are 0
-        fitted = np.nan if fit is None else ndcg(ablated_layers(
-            model, {l: (fit if l == layers[-1] else None) for l in layers}, position=-1))
-        rows.append({"ablated": name, "kind": "layer" if len(layers) == 1 else "all layers", "intact": intact,
-                     "mean_ablated": ndcg(ablated_layers(model, {l: means[f"L{l + 1}"] for l in layers}, position=-1)),
-                     "zero_ablated": ndcg(ablated_layers(model, dict.fromkeys(layers), position=-1)),
-                     "fitted": fitted})
-    table = pd.DataFrame(rows)
+        if fit is not None:  # the fitted constant stands for all the replaced layers at once: in the last, others 0
+            variants[(name, "fitted")] = {"layers": {l: (fit if l == layers[-1] else None) for l in layers}}
+        variants[(name, "mean")] = {"layers": {l: means[f"L{l + 1}"] for l in layers}}
+        variants[(name, "zero")] = {"layers": dict.fromkeys(layers)}
+    return rows, variants
+
+
+def ablation_table(rows: list[tuple[str, str, list[int]]], ranks: dict, policy: str) -> pd.DataFrame:
+    """The ablations' table from `replacements`' rows and the variants' ranks (`RankReader.ranks`): NDCG@10 on
+    the evaluated split intact, mean-ablated, zero-ablated and fitted (NaN where no fitted constant), and the
+    shares of the removal loss that the constants recover."""
+    import numpy as np
+    import pandas as pd
+
+    from circuits.scoring.metrics import metrics_from_ranks
+
+    def ndcg(key) -> float:
+        return metrics_from_ranks(ranks[key][f"full/{policy}"])["NDCG@10"] if key in ranks else np.nan
+
+    intact = ndcg("intact")
+    table = pd.DataFrame([{"ablated": name, "kind": kind, "intact": intact, "mean_ablated": ndcg((name, "mean")),
+                           "zero_ablated": ndcg((name, "zero")), "fitted": ndcg((name, "fitted"))}
+                          for name, kind, _ in rows])
     lost = table["intact"] - table["zero_ablated"]
     with np.errstate(divide="ignore", invalid="ignore"):
         table["kept_by_mean"] = np.where(lost.abs() > 1e-12, (table["mean_ablated"] - table["zero_ablated"]) / lost, np.nan)
@@ -142,21 +147,42 @@ def ablations(model, valid, test, d_vocab: int, policy: str) -> pd.DataFrame:
     return table
 
 
-def translation_vector(run, ds=None, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(geometry per layer on `split`, ablations per head / layer / all layers on `split`) for one run; the
-    means and the fitted constants come from the validation split."""
-    ds = ds or run.dataset()
-    n_ctx = run.model.cfg.n_ctx
-    valid, evaluated = ds.eval_split("valid", n_ctx), ds.eval_split(split, n_ctx)
-    outputs = last_position_outputs(run.model, evaluated)
+def ablations(model, valid, test, d_vocab: int, policy: str) -> pd.DataFrame:
+    """NDCG@10 on `test` intact and with the last-position output of each head, each layer and all layers
+    replaced by its validation mean, by zero, and (last layer, all layers) by the fitted constant: every
+    replacement evaluated in the same pass over the test users (`circuits.interp.last_position.model_ranks`)."""
+    from circuits.interp.last_position import model_ranks
+
+    rows, variants = replacements(model, valid)
+    return ablation_table(rows, model_ranks(model, test, variants), policy)
+
+
+def translation_tables(run, outputs: dict, ranks: dict, rows: list) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(geometry, ablations) of one run from the evaluated split's last-position `outputs` (`OutputReader`) and
+    the ranks of `replacements`' variants on it (`RankReader`)."""
     geo = geometry({l: outputs[f"L{l + 1}"] for l in range(run.model.cfg.n_layers)}).assign(run=run.path.name)
     policy = run.seen_policy
-    abl = ablations(run.model, valid, evaluated, ds.d_vocab, policy).assign(run=run.path.name,
-                                                                             protocol=f"full/{policy}")
+    abl = ablation_table(rows, ranks, policy).assign(run=run.path.name, protocol=f"full/{policy}")
     return geo, abl
 
 
+def translation_vector(run, ds=None, split: str = "test") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(geometry per layer on `split`, ablations per head / layer / all layers on `split`) for one run; the
+    means and the fitted constants come from the validation split. One pass over each split."""
+    from circuits.interp.last_position import OutputReader, RankReader, read_split
+
+    ds = ds or run.dataset()
+    n_ctx = run.model.cfg.n_ctx
+    valid, evaluated = ds.eval_split("valid", n_ctx), ds.eval_split(split, n_ctx)
+    rows, variants = replacements(run.model, valid)
+    ranks, outputs = RankReader(run.model, evaluated, variants), OutputReader(len(evaluated))
+    read_split(run.model, evaluated, [ranks, outputs])
+    return translation_tables(run, outputs.outputs, ranks.ranks, rows)
+
+
 def translation_figure(abl: pd.DataFrame) -> go.Figure:
+    import plotly.graph_objects as go
+
     from circuits.plots import LAYOUT, safe
 
     fig = go.Figure()
@@ -176,9 +202,11 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import pandas as pd
+
     from analyses.common import load_runs, save
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     parts = [translation_vector(r, ds, split=args.split) for r, ds in load_runs(args, need_attention=True)]
     geo = pd.concat([g for g, _ in parts], ignore_index=True)
     abl = pd.concat([a for _, a in parts], ignore_index=True)

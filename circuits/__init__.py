@@ -12,16 +12,35 @@ interpretability library), `report` (HTML); `model`, `config`, `runs`; the top-l
 `evaluate`, `decompose`, `pairs`, `heads`, `synthetic` are the commands (`python -m circuits.NAME`).
 """
 
-from circuits.config import ModelConfig, TrainConfig
-from circuits.data import SequenceDataset, load_dataset
-from circuits.model import AttnOnlyTransformer, build_model
-from circuits.runs import Run, load_run
-from circuits.scoring.evaluator import evaluate_model, evaluate_run, metrics_table
-from circuits.training.loop import train as train_model
+# every name is imported on first use (PEP 562): `python -m circuits.NAME --help` must not pay for torch and
+# TransformerLens, which `import circuits` would otherwise import before the command's module even runs
+_NAMES = {  # name → (module, attribute)
+    "ModelConfig": ("circuits.config", "ModelConfig"), "TrainConfig": ("circuits.config", "TrainConfig"),
+    "SequenceDataset": ("circuits.data", "SequenceDataset"), "load_dataset": ("circuits.data", "load_dataset"),
+    "AttnOnlyTransformer": ("circuits.model", "AttnOnlyTransformer"), "build_model": ("circuits.model", "build_model"),
+    "Run": ("circuits.runs", "Run"), "load_run": ("circuits.runs", "load_run"),
+    "evaluate_model": ("circuits.scoring.evaluator", "evaluate_model"),
+    "evaluate_run": ("circuits.scoring.evaluator", "evaluate_run"),
+    "metrics_table": ("circuits.scoring.evaluator", "metrics_table"),
+    "train_model": ("circuits.training.loop", "train"),
+    # names of version 0.1, kept for notebooks written against it
+    "full_report": ("circuits.scoring.evaluator", "evaluate_model"),
+    "report_table": ("circuits.scoring.evaluator", "metrics_table"),
+}
 
-# names of version 0.1, kept for notebooks written against it
-full_report = evaluate_model
-report_table = metrics_table
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'circuits' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _NAMES[name]
+    return getattr(importlib.import_module(module), attribute)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_NAMES))
+
 
 __all__ = [
     "AttnOnlyTransformer",

@@ -76,10 +76,7 @@ def config_from_args(cls, args: argparse.Namespace, **given: Any):
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that say which log to read and how (the train command's)."""
-    from circuits.data import DEFAULT_DATA
-    from circuits.data.cache import ENGINES
-    from circuits.data.readers import FORMATS
-    from circuits.data.sequences import POOLS, TIE_BREAKS
+    from circuits.data.names import DEFAULT_DATA, ENGINES, FORMATS, POOLS, TIE_BREAKS
 
     g = parser.add_argument_group("data")
     g.add_argument("--data",  # None = the default, so that an explicit --data (e.g. with --resume) can be told apart
@@ -120,7 +117,7 @@ def data_options(args: argparse.Namespace) -> dict:
 
 def data_source_arg(args: argparse.Namespace) -> str:
     """`--data`, or the built-in default when it was not given."""
-    from circuits.data import DEFAULT_DATA
+    from circuits.data.names import DEFAULT_DATA
 
     return DEFAULT_DATA if args.data is None else args.data
 

@@ -17,6 +17,7 @@ DISTANCE_BUCKETS = 12  # 0, 1, 2–3, …, ≥ 1024 items back
 TIME_BUCKETS = 32  # self, < 1 s, [1, 2) s, [2, 4) s, …, ≥ 2^29 s (17 years)
 SEEN_POLICIES = ("auto", "excluded", "included")
 SAMPLINGS = ("uniform", "popularity")
+WINDOWS = ("last", "all")
 DEVICES = ("cpu", "cuda")
 # above this many items, `sparse_items="auto"` trains the id item tables with row-sparse gradients
 SPARSE_ITEMS_MIN = 100_000
@@ -197,6 +198,10 @@ class TrainConfig:
     min_delta: float = option(1e-4, "smallest gain in validation NDCG@10 that resets the patience and decay clocks "
                               "(smaller gains still keep the better weights)")
     min_lr: float = option(1e-4, "floor of the plateau decay (the learning rate never decays below this)")
+    # a history longer than n_ctx + 1 has targets that its last window never shows; "all" adds the earlier
+    # windows, back to back (each target once per epoch), "last" keeps the last n_ctx targets of each user
+    windows: str = option("last", "training windows per user: last (the last n_ctx targets) or all (every target, "
+                          "in back-to-back windows of n_ctx)", choices=WINDOWS)
     max_minutes: float = option(0.0, "stop after this much training time (0 = no limit)")
     # at production size one pass over the data takes long: validate, checkpoint and check the time limit every N
     # steps instead (an "epoch" is then N steps; passes over the data still reshuffle, seeded by pass)
@@ -236,6 +241,8 @@ class TrainConfig:
             raise UserError(f"unknown device {self.device!r} ({', '.join(DEVICES)})")
         if self.sampling not in SAMPLINGS:
             raise UserError(f"unknown negative sampling {self.sampling!r} ({', '.join(SAMPLINGS)})")
+        if self.windows not in WINDOWS:
+            raise UserError(f"unknown training windows {self.windows!r} ({', '.join(WINDOWS)})")
         if self.seen_policy not in SEEN_POLICIES:
             raise UserError(f"unknown seen-item policy {self.seen_policy!r} ({', '.join(SEEN_POLICIES)})")
 

@@ -7,15 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
-
 from circuits.cli import ArgumentParser, add_run_data_arguments, add_user_sample_arguments, run_cli, run_dataset
 from circuits.errors import UserError
-from circuits.interp.decomposition import decompose_sequence
-from circuits.interp.sources import format_gap
-from circuits.runs import load_run
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch, pandas and the model are imported in `main`: `--help` needs none of them
     from circuits.interp.ranks import RankArrays
 
 
@@ -50,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.all and args.seq_id is None:
         raise UserError("give --seq-id ID (a user id of the log) or --all")
+    import pandas as pd
+
+    from circuits.interp.decomposition import decompose_sequence
+    from circuits.interp.sources import format_gap
+    from circuits.runs import load_run
+
     run = load_run(args.run_dir)
     ds = run_dataset(run, args)
     if args.all:

@@ -31,13 +31,13 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from circuits.data.sequences import sample_eval_users
     from circuits.runs import load_run
     from circuits.scoring.evaluator import PROTOCOLS, evaluate_run, metrics_table, sample_note
     from circuits.scoring.metrics import KS
     from circuits.scoring.retrieval import retrieval_table
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
     ds = run_dataset(run, args)
     metrics = evaluate_run(run, ds, seed=args.seed, emb_mean_k=args.emb_mean_k, eval_users=args.eval_users,

@@ -26,6 +26,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     import torch
 
     from circuits.data.sequences import sample_eval_users
@@ -33,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
     from circuits.interp.head_scores import composition, head_scores, static_weights
     from circuits.runs import load_run
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
     model = run.model
     if model.cfg.n_layers == 0:

@@ -27,11 +27,11 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from circuits.data.synthetic import ground_truth_of
     from circuits.interp.circuit_pairs import pair_table, recovery_precision
     from circuits.runs import load_run
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     run = load_run(args.run_dir)
     ds = run_dataset(run, args)
     table = pair_table(run.model, ds, args.circuit, args.top, args.per_row, args.exclude_self, args.min_count,

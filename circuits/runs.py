@@ -22,14 +22,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-
-import pandas as pd
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from circuits.config import ModelConfig
 from circuits.errors import UserError
-from circuits.model import AttnOnlyTransformer
+
+if TYPE_CHECKING:  # torch, pandas and the model are imported where used: `--help` of the train command needs none
+    import pandas as pd
+
+    from circuits.model import AttnOnlyTransformer
 
 PARTIAL = ".partial"
 
@@ -45,6 +46,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def save_weights(model: AttnOnlyTransformer, path: Path) -> None:
+    from safetensors.torch import save_file
+
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
@@ -166,6 +169,11 @@ def check_data(config: dict, where: Path, ds) -> None:
 
 
 def load_run(path: str | Path) -> Run:
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from circuits.model import AttnOnlyTransformer
+
     path = Path(path).expanduser()
     if not path.exists():
         if partial_dir(path).exists():
@@ -188,6 +196,8 @@ def load_run(path: str | Path) -> Run:
 def save_state(
     path: Path, model, optimizer, epoch: int, best: dict, history: list[dict], elapsed: float, **extra
 ) -> None:
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(
         {

@@ -105,10 +105,10 @@ def text_embeddings(args, ds) -> tuple["torch.Tensor", dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)  # before the heavy imports: --help and bad flags answer at once
     from circuits.training.distributed import setup, teardown
 
-    argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
     if args.resume and not args.out:
         raise UserError("--resume needs --out RUN_DIR (the run to continue)")
     if not args.resume:

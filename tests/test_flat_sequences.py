@@ -112,6 +112,38 @@ def test_train_batches_are_the_right_edge_of_the_windows():
         np.testing.assert_array_equal(got, full[rows, -width:])
 
 
+def test_all_windows_cover_every_training_target_once_back_to_back():
+    """`windows="all"`: each user's training part cut, from its end, into windows of n_ctx targets; against the
+    obvious construction, user by user (`last` is the first window of each user)."""
+    ds = _random_dataset(3)
+    n_ctx = 4
+    users, back, lengths = ds.train_window_rows(n_ctx, "all")
+    x, y, t = ds.train_batch(users, n_ctx, back)
+    expected = []
+    for u in ds.train_users(n_ctx)[0]:
+        part = ds.items[ds.offsets[u] : ds.offsets[u] + ds.train_lengths()[u]]
+        part_t = ds.timestamps[ds.offsets[u] : ds.offsets[u] + ds.train_lengths()[u]]
+        inputs, targets, times = part[:-1], part[1:], part_t[:-1]
+        for end in range(len(targets), 0, -n_ctx):  # latest window first
+            lo = max(0, end - n_ctx)
+            expected.append((u, inputs[lo:end], targets[lo:end], times[lo:end]))
+    assert len(expected) == len(users) > len(ds.train_users(n_ctx)[0])  # some users have earlier windows
+    for r, (u, xi, yi, ti) in enumerate(expected):
+        assert users[r] == u and lengths[r] == len(yi)
+        np.testing.assert_array_equal(x[r, n_ctx - len(xi) :], xi)
+        np.testing.assert_array_equal(y[r, n_ctx - len(yi) :], yi)
+        np.testing.assert_array_equal(t[r, n_ctx - len(ti) :], ti)
+        assert (y[r, : n_ctx - len(yi)] == 0).all()
+    all_targets = np.sort(y[y != 0])
+    per_user = [ds.items[ds.offsets[u] + 1 : ds.offsets[u] + ds.train_lengths()[u]] for u in ds.train_users(n_ctx)[0]]
+    np.testing.assert_array_equal(all_targets, np.sort(np.concatenate(per_user)))  # every target exactly once
+    last_users, last_back, last_lengths = ds.train_window_rows(n_ctx, "last")
+    first = back == 0
+    np.testing.assert_array_equal(users[first], last_users)
+    np.testing.assert_array_equal(lengths[first], last_lengths)
+    assert (last_back == 0).all()
+
+
 def test_the_cache_entry_is_memory_mapped_and_the_same_dataset(tmp_path):
     ds = _random_dataset(4)
     save_dataset(ds, tmp_path / "entry")

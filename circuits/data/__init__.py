@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from circuits.data.cache import load_log_dataset
-from circuits.data.readers import DEFAULT_DATA, LogSpec, read_log
-from circuits.data.sequences import EvalSplit, Preprocess, SequenceDataset, build_dataset
+from typing import TYPE_CHECKING
+
+from circuits.data.names import DEFAULT_DATA
+
+if TYPE_CHECKING:
+    from circuits.data.readers import LogSpec
+    from circuits.data.sequences import SequenceDataset
+
+# imported on first use (PEP 562): the commands' `--help` reads `circuits.data.names` without pandas
+_NAMES = {"load_log_dataset": "circuits.data.cache", "LogSpec": "circuits.data.readers",
+          "read_log": "circuits.data.readers", "EvalSplit": "circuits.data.sequences",
+          "Preprocess": "circuits.data.sequences", "SequenceDataset": "circuits.data.sequences",
+          "build_dataset": "circuits.data.sequences"}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'circuits.data' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_NAMES[name]), name)
 
 
 def load_dataset(
@@ -29,6 +47,9 @@ def load_dataset(
     a log; the other arguments say how to read it (see `circuits.data.readers`) and preprocess it (see
     `circuits.data.sequences`: k-core, tie-break, the candidate pool, the cold-start split); `engine` how a log is
     read (pandas in memory, or DuckDB out of core; `auto` picks by size; the same result either way)."""
+    from circuits.data.cache import load_log_dataset
+    from circuits.data.sequences import Preprocess
+
     pre = Preprocess(kcore=kcore, tie_break=tie_break, pool=pool, cold_items=cold_items, cold_seed=cold_seed)
     spec = log_spec(data, format=format, user_col=user_col, item_col=item_col, time_col=time_col, items=items,
                     title_col=title_col, seed=seed)
@@ -49,6 +70,8 @@ def log_spec(
 ) -> LogSpec:
     """Where `load_dataset(data, …)` reads from, with its reading options (the synthetic default: its generated
     folder for `seed`)."""
+    from circuits.data.readers import LogSpec
+
     if data == DEFAULT_DATA:
         # imported here, not above: `python -m circuits.data.synthetic` must find the module not yet imported
         from circuits.data.synthetic import SyntheticConfig, ensure_synthetic

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from circuits.data.names import ENGINES
 from circuits.data.readers import LogSpec, detect_format, file_digest_inputs, read_log
 from circuits.data.sequences import Preprocess, SequenceDataset, build_dataset, cache_dir
 from circuits.errors import UserError
@@ -37,7 +38,6 @@ def _cache_key(spec: LogSpec, pre: Preprocess, name: str) -> str:
 
 
 ARRAYS = ("offsets", "items", "timestamps")
-ENGINES = ("auto", "pandas", "duckdb")
 # logs larger than this (all their files together) are read out of core by the auto engine
 COLUMNAR_MIN_BYTES = 256 * 2**20
 

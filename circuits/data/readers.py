@@ -21,14 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from circuits.data.names import DEFAULT_DATA, FORMATS  # noqa: F401 (DEFAULT_DATA: re-exported, imported from here)
 from circuits.errors import UserError
 
 USER_COLUMNS = ("user_id", "userId", "user", "uid", "session_id")
 ITEM_COLUMNS = ("item_id", "movieId", "item", "iid", "doc_id", "document_id")
 TIME_COLUMNS = ("timestamp", "time", "ts", "datetime", "date")
 TITLE_COLUMNS = ("title", "name", "item_title")
-FORMATS = ("auto", "csv", "tsv", "parquet", "ml-100k", "ml-1m", "ml-latest")
-DEFAULT_DATA = "synthetic"  # stands for the built-in generated data wherever a log path goes
 
 
 @dataclass(frozen=True)

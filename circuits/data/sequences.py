@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from circuits.data.names import POOLS, TIE_BREAKS
 from circuits.errors import UserError
 
 PAD_ID = "<pad>"
-TIE_BREAKS = ("file", "item")
-POOLS = ("log", "catalogue")
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ class SequenceDataset:
     def _fingerprint(self) -> str:
         h = hashlib.sha256()
         for a in (self.offsets, self.items, self.timestamps):
-            h.update(np.ascontiguousarray(a).tobytes())
+            h.update(np.ascontiguousarray(a).data)  # the bytes in place (a memory map's pages), not a copy of them
         h.update("\x1f".join(self.item_ids).encode())
         h.update("\x1f".join(self.user_ids).encode())
         return h.hexdigest()[:16]
@@ -199,20 +198,28 @@ class SequenceDataset:
         return self.train_counts()[split.target] == 0
 
     def _train_mask(self) -> np.ndarray:
-        lengths = self.lengths
-        held_out = np.where(lengths >= 3, 2, 0)
-        pos = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], lengths)
-        return pos < np.repeat(lengths - held_out, lengths)
+        """bool [n_interactions]: in a training part (every interaction but the last two of users with ≥ 3)."""
+        mask = np.ones(len(self.items), dtype=bool)
+        ends = self.offsets[1:][self.lengths >= 3]
+        mask[ends - 1] = False
+        mask[ends - 2] = False
+        return mask
 
     def train_sequences(self) -> list[np.ndarray]:
         mask = self._train_mask()
         return [self.items[lo:hi][mask[lo:hi]] for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
 
+    def train_transition_mask(self) -> np.ndarray:
+        """bool [n_interactions − 1]: is (items[i], items[i + 1]) a consecutive pair inside a training part?"""
+        ok = self._train_mask()
+        ok = ok[1:] & ok[:-1]
+        starts = self.offsets[1:-1]  # a pair (i, i + 1) across users: i + 1 starts a user
+        ok[starts[(starts > 0) & (starts < len(self.items))] - 1] = False
+        return ok
+
     def train_transitions(self) -> tuple[np.ndarray, np.ndarray]:
         """(previous item, next item) for every consecutive pair inside the training part."""
-        mask = self._train_mask()
-        same_user = np.repeat(np.arange(self.n_users), self.lengths)
-        ok = mask[1:] & mask[:-1] & (same_user[1:] == same_user[:-1])
+        ok = self.train_transition_mask()
         return self.items[:-1][ok], self.items[1:][ok]
 
     def transition_counts(self) -> tuple[np.ndarray, np.ndarray]:
@@ -240,15 +247,38 @@ class SequenceDataset:
         users = np.flatnonzero(train_len >= 2)
         return users, np.minimum(n_ctx, train_len[users] - 1)
 
-    def train_batch(self, users: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def train_window_rows(self, n_ctx: int, windows: str = "last") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The training windows as rows (users, back, targets): the user's row, how many targets the window
+        stops short of the end of the training part (`train_batch`'s `back`), and its number of targets.
+        `last`: one window per user of `train_users` (back 0). `all`: also the earlier windows, back to back
+        (back = 0, n_ctx, 2 n_ctx, …), so every training target is in exactly one window; user-major, latest
+        window first."""
+        users, lengths = self.train_users(n_ctx)
+        if windows == "last":
+            return users, np.zeros(len(users), dtype=np.int64), lengths
+        if windows != "all":
+            raise ValueError(f"unknown windows {windows!r} (last or all)")
+        total = self.train_lengths()[users] - 1  # every target of the training part
+        per_user = -(-total // n_ctx)  # ceil
+        first = np.repeat(np.cumsum(per_user) - per_user, per_user)
+        k = np.arange(int(per_user.sum()), dtype=np.int64) - first  # the window's place from the end
+        rows = np.repeat(users, per_user)
+        back = k * n_ctx
+        return rows, back, np.minimum(n_ctx, np.repeat(total, per_user) - back)
+
+    def train_batch(self, users: np.ndarray, width: int, back: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The training windows of `users`, cut to the last `width` positions (≤ n_ctx; the batch's longest
         window), gathered from the flat arrays: inputs and next-item targets (int64) and the inputs' timestamps
-        (float64), left-padded, [len(users), width] each; target 0 = padding (no loss).
+        (float64), left-padded, [len(users), width] each; target 0 = padding (no loss). `back` (per user, default
+        0): the window ends that many targets before the end of the training part (`train_window_rows`).
 
-        For a training part s: inputs = s[:-1][-width:], targets = s[1:][-width:]."""
+        For a training part s and back b: inputs = s[:-1-b][-width:], targets = s[1:len(s)-b][-width:]."""
         users = np.asarray(users, dtype=np.int64)
         start = self.offsets[users]
         end = start + self.train_lengths()[users] - 1  # the last input's successor is the part's last item
+        if back is not None:
+            end = end - np.asarray(back, dtype=np.int64)
         idx = end[:, None] - width + np.arange(width)  # input positions, right-aligned at the end
         real = idx >= start[:, None]
         idx = np.where(real, idx, 0)

@@ -38,13 +38,16 @@ import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from circuits.config import option
-from circuits.data.readers import DEFAULT_DATA
+from circuits.data.names import DEFAULT_DATA
 from circuits.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: the command's `--help` needs no pandas
+    import pandas as pd
 
 # What each topic's documents are about: the word the texts name it by, and subjects specific enough to evoke it.
 TOPIC_SUBJECTS = {
@@ -258,6 +261,8 @@ def _catalogue(cfg: SyntheticConfig, rng: np.random.Generator) -> pd.DataFrame:
     Each topic's rows are its stand-alone documents, then the twins among them, then its series. The texts and
     the twins draw from a generator of their own, so that without twins the catalogue and the journeys are
     exactly those of generator version 2 (the random stream of `rng` is the one it had)."""
+    import pandas as pd
+
     text_rng = np.random.default_rng([cfg.seed, 3])
     standalone, series_rows = [], []
     series_id = 0
@@ -337,6 +342,8 @@ def _reword(text: str) -> str:
 
 def generate(cfg: SyntheticConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(log with a `mechanism` column, catalogue, ground truth)."""
+    import pandas as pd
+
     rng = np.random.default_rng(cfg.seed)
     cat = _catalogue(cfg, rng)
     n = len(cat)

@@ -7,21 +7,30 @@
 - `circuit_pairs`: top item pairs of the L0 / OV / QK circuits, blockwise (`pair_table`, `top_pairs`)
 - `head_scores`: copying, positional share, induction, composition, static weights
 - `ablation`: zero- and mean-ablation of heads through scoped hooks
+- `last_position`: the forward pass of the user vector alone (the last layer at the last query), its components
+  and its ablations at the last position, batched by history length: what the rank tables and experiments read
 """
 
-from circuits.interp.ablation import ablated, ablated_heads, ablation_table
-from circuits.interp.attribution import (
-    component_logits,
-    path_components,
-    residual_components,
-    target_ranks,
-    with_groups,
-)
-from circuits.interp.circuit_pairs import circuit_factors, pair_table, top_pairs
-from circuits.interp.decomposition import decompose_sequence, visible_window
-from circuits.interp.head_scores import composition, head_scores, induction_scores, static_weights
-from circuits.interp.ranks import rank_summary, rank_table
-from circuits.interp.sources import attention_sources, same_item_shares, same_item_table
+# imported on first use (PEP 562): a command that needs one module does not import the others
+_MODULES = {
+    "ablation": ("ablated", "ablated_heads", "ablation_table"),
+    "attribution": ("component_logits", "path_components", "residual_components", "target_ranks", "with_groups"),
+    "circuit_pairs": ("circuit_factors", "pair_table", "top_pairs"),
+    "decomposition": ("decompose_sequence", "visible_window"),
+    "head_scores": ("composition", "head_scores", "induction_scores", "static_weights"),
+    "ranks": ("rank_summary", "rank_table"),
+    "sources": ("attention_sources", "same_item_shares", "same_item_table"),
+}
+_NAMES = {name: f"circuits.interp.{module}" for module, names in _MODULES.items() for name in names}
+
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'circuits.interp' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_NAMES[name]), name)
+
 
 __all__ = [
     "ablated", "ablated_heads", "ablation_table", "attention_sources", "circuit_factors", "component_logits",

@@ -14,7 +14,7 @@ import torch
 
 from circuits.data.sequences import EvalSplit
 from circuits.model import AttnOnlyTransformer
-from circuits.scoring.metrics import metrics_from_ranks, split_ranks
+from circuits.scoring.metrics import metrics_from_ranks
 
 
 @torch.no_grad()
@@ -82,23 +82,32 @@ def ablated_layers(model: AttnOnlyTransformer, replacements: dict[int, torch.Ten
 def ablation_table(
     model: AttnOnlyTransformer, split: EvalSplit, d_vocab: int, policy: str = "excluded", modes=("zero", "mean")
 ) -> pd.DataFrame:
-    """Per head and mode: NDCG@10 before/after and the mean change of log2(target rank) on `split`."""
-    from circuits.scoring.evaluator import model_scorer
+    """Per head and mode: NDCG@10 before/after and the mean change of log2(target rank) on `split`.
 
-    def ranks() -> np.ndarray:
-        return split_ranks(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"]
+    A head of the last layer ablated at every position changes the user vector at the last position only, so
+    those ablations are replayed there, all in the intact model's pass (`last_position.model_ranks`); a head of
+    an earlier layer needs a pass of its own under the ablation hook (its later layers read it everywhere)."""
+    from circuits.interp.last_position import model_ranks
 
-    base = ranks()
+    protocol = f"full/{policy}"
     means = (mean_head_results(model, torch.from_numpy(split.history[:512]), torch.from_numpy(split.history_times[:512]))
              if "mean" in modes else {})
+    last = f"L{model.cfg.n_layers - 1}H"
+    replaced = {(head, mode): means.get(head) if mode == "mean" else None for head in model.head_labels()
+                for mode in modes}
+    ranks = model_ranks(model, split, {key: {"heads": {key[0]: value}} for key, value in replaced.items()
+                                       if key[0].startswith(last)})
+    base = ranks["intact"][protocol]
     rows = []
-    for head in model.head_labels():
-        for mode in modes:
-            with ablated(model, head, means.get(head) if mode == "mean" else None):
-                r = ranks()
-            rows.append({"head": head, "mode": mode, "NDCG@10": metrics_from_ranks(base)["NDCG@10"],
-                         "ablated_NDCG@10": metrics_from_ranks(r)["NDCG@10"],
-                         "mean_log2_rank_change": float(np.mean(np.log2(r) - np.log2(base)))})
+    for (head, mode), value in replaced.items():
+        if head.startswith(last):
+            r = ranks[head, mode][protocol]
+        else:
+            with ablated(model, head, value):
+                r = model_ranks(model, split)["intact"][protocol]
+        rows.append({"head": head, "mode": mode, "NDCG@10": metrics_from_ranks(base)["NDCG@10"],
+                     "ablated_NDCG@10": metrics_from_ranks(r)["NDCG@10"],
+                     "mean_log2_rank_change": float(np.mean(np.log2(r) - np.log2(base)))})
     out = pd.DataFrame(rows)
     out["NDCG@10_change"] = out["ablated_NDCG@10"] - out["NDCG@10"]
     return out

@@ -22,11 +22,18 @@ from circuits.scoring.metrics import rank_of_target
 
 
 def _cache(
-    model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = (), times: Tensor | None = None
+    model: AttnOnlyTransformer, items: Tensor, extra: tuple[str, ...] = (), times: Tensor | None = None,
+    cache=None,
 ) -> dict[str, Tensor]:
-    """Only the activations a decomposition reads (embeddings, head results, `extra` per-layer hooks)."""
+    """Only the activations a decomposition reads (embeddings, head results, `extra` per-layer hooks); `cache`:
+    those of `items` already at hand (`run_with_cache` of the same items and times), read instead."""
     if model.training:
         raise ValueError("decompose a model in eval mode (dropout breaks exactness)")
+    if cache is not None:
+        if cache["hook_embed"].shape[:2] != items.shape:
+            raise ValueError(f"the cache holds activations of shape {tuple(cache['hook_embed'].shape[:2])}, not of "
+                             f"the items {tuple(items.shape)}")
+        return cache
 
     def wanted(name: str) -> bool:
         return name in ("hook_embed", "hook_pos_embed") or name.endswith(("attn.hook_result", *extra))
@@ -36,11 +43,13 @@ def _cache(
 
 
 def residual_components(
-    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None
+    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None,
+    cache=None,
 ) -> tuple[Float[Tensor, "n_components batch d_model"], list[str]]:
     """Direct-path components of the residual stream at position `pos` (default: the last). `times`: the
-    items' timestamps, for a model whose attention reads time gaps."""
-    cache = _cache(model, items, times=times)
+    items' timestamps, for a model whose attention reads time gaps; `cache`: their activations, if at hand
+    (`run_with_cache(items, times=times)`), read instead of a forward pass."""
+    cache = _cache(model, items, times=times, cache=cache)
     parts, labels = [cache["hook_embed"][:, pos]], ["embed"]
     if model.W_pos is not None:
         parts.append(cache["hook_pos_embed"][:, pos])
@@ -54,14 +63,15 @@ def residual_components(
 
 @torch.no_grad()
 def path_components(
-    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None
+    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], pos: int = -1, times: Tensor | None = None,
+    cache=None,
 ) -> tuple[Float[Tensor, "n_components batch d_model"], list[str]]:
     """Like `residual_components`, but every head of layer ≥ 1 is split by the source of its values.
 
     head_out^{l,h}[q] = Σ_k A^{l,h}[q,k] · r_l[k] W_OV^{l,h}, and r_l[k] is itself a sum of components
     (embed, pos, earlier heads, recursively expanded), so each term A · c W_OV is one path.
     """
-    cache = _cache(model, items, extra=("attn.hook_pattern",), times=times)
+    cache = _cache(model, items, extra=("attn.hook_pattern",), times=times, cache=cache)
     # every component as a full sequence [batch, pos, d_model], so later layers can read them at every key
     streams: list[Tensor] = [cache["hook_embed"]]
     labels = ["embed"]

@@ -21,8 +21,8 @@ from circuits.data.sequences import SequenceDataset
 from circuits.errors import UserError
 from circuits.model import AttnOnlyTransformer
 
-BLOCK_DEFAULT = 1024  # rows per block, at most MAX_BLOCK_ENTRIES // n_items (1024 rows up to 65,536 items)
-MAX_BLOCK_ENTRIES = 2**26  # scores held at once (256 MB in fp32): 64 rows at a million items
+BLOCK_DEFAULT = 1024  # rows per block, at most MAX_BLOCK_ENTRIES // n_items (1024 rows up to 32,768 items)
+MAX_BLOCK_ENTRIES = 2**25  # scores held at once (128 MB in fp32): 33 rows at a million items
 
 
 def circuit_factors(model: AttnOnlyTransformer, circuit: str) -> tuple[Tensor, Tensor]:
@@ -180,8 +180,16 @@ def _top_global(left, right, k, exclude_self, keep, block, prune, row_limit: int
 
 
 def pair_counts(ds: SequenceDataset, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """How often b directly followed a in the training parts."""
-    keys, counts = ds.transition_counts()
+    """How often b directly followed a in the training parts (from `ds.transition_counts()` when the dataset has
+    counted them already; else only the transitions out of the items `a` are counted: a few pairs of a 50M-row
+    log need no sort of all its transitions)."""
+    if "transitions" in ds._memo:
+        keys, counts = ds.transition_counts()
+    else:
+        source = np.zeros(ds.d_vocab, dtype=bool)
+        source[a] = True
+        out_of_a = ds.train_transition_mask() & source[ds.items[:-1]]
+        keys, counts = np.unique(ds.items[:-1][out_of_a] * ds.d_vocab + ds.items[1:][out_of_a], return_counts=True)
     q = a.astype(np.int64) * ds.d_vocab + b
     pos = np.clip(np.searchsorted(keys, q), 0, max(len(keys) - 1, 0))
     return np.where((len(keys) > 0) & (keys[pos] == q), counts[pos], 0) if len(keys) else np.zeros(len(q), int)

@@ -27,6 +27,7 @@ from transformer_lens.FactoredMatrix import FactoredMatrix
 from transformer_lens.utilities import composition_scores
 
 from circuits.interp.circuit_pairs import circuit_factors
+from circuits.interp.threads import one_thread
 from circuits.model import AttnOnlyTransformer, distance_buckets, time_buckets
 
 BLOCK = 2048
@@ -86,9 +87,10 @@ def induction_scores(model: AttnOnlyTransformer, half: int | None = None, n: int
     return pd.DataFrame(rows).set_index("head")
 
 
-def _key_variance(scores: Tensor, mask: Tensor) -> Tensor:
-    """Variance across the allowed keys (`mask`) of each query's scores: [..., q, k] → [..., q]."""
-    n_keys = mask.sum(-1).clamp_min(1)
+def _key_variance(scores: Tensor, mask: Tensor, n_keys: Tensor | None = None) -> Tensor:
+    """Variance across the allowed keys (`mask`: bool, or 0/1 floats) of each query's scores: [..., q, k] → [..., q];
+    `n_keys`: the mask's sum over keys, when already at hand."""
+    n_keys = mask.sum(-1).clamp_min(1) if n_keys is None else n_keys
     m = (scores * mask).sum(-1) / n_keys
     return (((scores - m[..., None]) ** 2) * mask).sum(-1) / n_keys
 
@@ -109,25 +111,33 @@ def positional_share(model: AttnOnlyTransformer, histories: Tensor, times: Tenso
         return {label: 0.0 for label in model.head_labels()}
     _, cache = model.run_with_cache(histories, times=times, return_type=None)
     real = (histories != 0).float()
+    real_pairs = (real[:, :, None] * real[:, None, :]).bool()
     n = histories.shape[1]
     bucket = time_buckets(times, cfg.time_buckets) if "time" in over else None
     out = {}
     for l, block in enumerate(model.blocks):
         pos_part = cache["hook_pos_embed"] if model.W_pos is not None else torch.zeros_like(cache["hook_embed"])
         content = cache[f"blocks.{l}.hook_resid_pre"] - pos_part
+        whole = content + pos_part
         allowed = torch.isfinite(cache[f"blocks.{l}.attn.hook_attn_scores"])  # [b, h, q, k]
-        zero = torch.zeros(1, cfg.n_heads, n, n)
+        # the biases [1 or b, h, q, k]; None for none (adding zeros would change no variance, only cost a pass)
         dist_bias = block.attn.W_dist[:, distance_buckets(n, cfg.distance_buckets)][None] if "distance" in over \
-            else zero  # [1 or b, h, q, k]
-        time_bias = einops.rearrange(block.attn.W_time[:, bucket], "h b q k -> b h q k") if "time" in over else zero
+            else None
+        time_bias = einops.rearrange(block.attn.W_time[:, bucket], "h b q k -> b h q k") if "time" in over else None
         for h in range(model.cfg.n_heads):
             W_QK = block.attn.QK.AB[h] / model.cfg.d_head**0.5
-            total = (content + pos_part) @ W_QK @ (content + pos_part).transpose(1, 2)
-            content_only = content @ W_QK @ content.transpose(1, 2) + time_bias[:, h]
-            positional = total - content @ W_QK @ content.transpose(1, 2) + dist_bias[:, h]
-            mask = allowed[:, h] & (real[:, :, None] * real[:, None, :]).bool()
-            v_pos, v_content = _key_variance(positional, mask), _key_variance(content_only, mask)
-            ok = mask.sum(-1) > 1
+            total = whole @ W_QK @ whole.transpose(1, 2)
+            content_part = content @ W_QK @ content.transpose(1, 2)  # once, for both terms below
+            content_only = content_part if time_bias is None else content_part + time_bias[:, h]
+            positional = total - content_part
+            if dist_bias is not None:
+                positional = positional + dist_bias[:, h]
+            mask = allowed[:, h] & real_pairs
+            n_keys = mask.sum(-1)
+            keys = n_keys.clamp_min(1)
+            weights = mask.float()  # what `scores * mask` multiplies by, converted once for both variances
+            v_pos, v_content = _key_variance(positional, weights, keys), _key_variance(content_only, weights, keys)
+            ok = n_keys > 1
             out[f"L{l}H{h}"] = float((v_pos / (v_pos + v_content).clamp_min(1e-12))[ok].mean())
     return out
 
@@ -200,25 +210,28 @@ def static_weights(model: AttnOnlyTransformer) -> pd.DataFrame:
 def composition(model: AttnOnlyTransformer, n_random: int = 50, seed: int = 0) -> pd.DataFrame:
     """Long format: kind (Q/K/V), source head (earlier layer), target head, score, random baseline, excess."""
     cfg = model.cfg
-    OV = model.OV  # [layers, heads, d_model, d_model]
-    QK = model.QK if cfg.attention == "learned" else None
     g = torch.Generator().manual_seed(seed)
-
-    def rand_factored():
-        return FactoredMatrix(torch.randn(cfg.d_model, cfg.d_head, generator=g),
-                              torch.randn(cfg.d_head, cfg.d_model, generator=g))
-
-    baseline = float(np.mean([composition_scores(rand_factored(), rand_factored(), broadcast_dims=False).item()
-                              for _ in range(n_random)]))
-    rows = []
-    with torch.no_grad():
+    with torch.no_grad(), one_thread():  # d_model × d_head factors: see circuits.interp.threads
+        # the baseline's n_random pairs of random factored matrices, drawn in the order of one pair at a time
+        # (left A, left B, right A, right B) and scored in one batch: each score is the pair's own
+        draws = [torch.randn(shape, generator=g) for _ in range(n_random)
+                 for shape in ((cfg.d_model, cfg.d_head), (cfg.d_head, cfg.d_model)) * 2]
+        left = FactoredMatrix(torch.stack(draws[0::4]), torch.stack(draws[1::4]))
+        right = FactoredMatrix(torch.stack(draws[2::4]), torch.stack(draws[3::4]))
+        baseline = float(np.mean(composition_scores(left, right, broadcast_dims=False).tolist()))
+        # each head's circuits once: a FactoredMatrix caches its SVD, which every score of the head reuses
+        OV, QK = model.OV, model.QK if cfg.attention == "learned" else None
+        ov = {(l, h): OV[l, h] for l in range(cfg.n_layers) for h in range(cfg.n_heads)}
+        qk = {} if QK is None else {(l, h): QK[l, h] for l in range(1, cfg.n_layers) for h in range(cfg.n_heads)}
+        qk_T = {key: m.T for key, m in qk.items()}
+        rows = []
         for l2 in range(1, cfg.n_layers):
             for l1 in range(l2):
                 for i in range(cfg.n_heads):
                     for j in range(cfg.n_heads):
-                        src = OV[l1, i]
-                        kinds = [("V", OV[l2, j])] if QK is None else [("Q", QK[l2, j]), ("K", QK[l2, j].T),
-                                                                        ("V", OV[l2, j])]
+                        src = ov[l1, i]
+                        kinds = [("V", ov[l2, j])] if QK is None else [("Q", qk[l2, j]), ("K", qk_T[l2, j]),
+                                                                        ("V", ov[l2, j])]
                         for kind, dst in kinds:
                             s = composition_scores(src, dst, broadcast_dims=False).item()
                             rows.append({"kind": kind, "source": f"L{l1}H{i}", "target": f"L{l2}H{j}", "score": s,

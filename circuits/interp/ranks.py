@@ -3,10 +3,11 @@
 The seed observation ("the correct item ranked 161,838 under L1 alone, 1,231 under L0 alone and 661 under
 L0+L1") becomes a distribution: one row per user × component with the target's logit and rank.
 
-Users are taken in blocks whose logits [n_comp, block, d_vocab] fit MAX_LOGITS_PER_BLOCK, so memory is bounded
-by the vocabulary, not the number of users: `iter_rank_blocks` yields one block's rows at a time, `rank_arrays`
-keeps only a logit and a rank per user × component (12 bytes: 130 MB for a million users × 11 components) and
-`rank_table` is the long table of everything.
+Users are taken in blocks of similar history length (`last_position.length_batches`: little padding; the last
+layer at the last query only, `last_position_pass`) whose logits [n_comp, block, d_vocab] fit
+MAX_LOGITS_PER_BLOCK, so memory is bounded by the vocabulary, not the number of users: `iter_rank_blocks` yields
+one block's rows at a time, `rank_arrays` keeps only a logit and a rank per user × component (12 bytes: 130 MB
+for a million users × 11 components) and `rank_table` is the long table of everything.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from circuits.data.sequences import EvalSplit, SequenceDataset
-from circuits.interp.attribution import residual_components, with_groups
-from circuits.model import AttnOnlyTransformer, strip_left_padding
-from circuits.scoring.metrics import mask_rows
+from circuits.interp.attribution import with_groups
+from circuits.interp.last_position import iter_last_positions, last_position_pass, read_split
+from circuits.model import AttnOnlyTransformer
+from circuits.scoring.metrics import seen_index
 
 MAX_LOGITS_PER_BLOCK = 2**27  # components × users × items held at once (512 MB in fp32): 12 users at 1M items
 MAX_USERS_PER_BLOCK = 256  # bounds the cached activations: users × n_ctx × heads × d_model
@@ -83,47 +85,60 @@ def residual_only(model: AttnOnlyTransformer):
         del model.forward
 
 
-def _components(model: AttnOnlyTransformer, history: torch.Tensor, times: torch.Tensor):
-    with residual_only(model):
-        return with_groups(*residual_components(model, history, times=times), model.cfg.n_layers)
-
-
 def component_labels(model: AttnOnlyTransformer) -> list[str]:
     """The components of the rank table, in order: embed, pos, each head, then the groups (`with_groups`)."""
     one = torch.ones(1, 1, dtype=torch.long)
-    return _components(model, one, torch.zeros(1, 1, dtype=torch.float64))[1]
+    lp = last_position_pass(model, one, torch.zeros(1, 1, dtype=torch.float64))
+    return with_groups(*lp.components(), model.cfg.n_layers)[1]
 
 
 def users_per_block(n_comp: int, d_vocab: int) -> int:
     return max(1, min(MAX_USERS_PER_BLOCK, MAX_LOGITS_PER_BLOCK // (n_comp * d_vocab)))
 
 
-def _iter_arrays(
-    model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool
-) -> Iterator[tuple[np.ndarray, list[str], np.ndarray, np.ndarray]]:
-    """Per block of users: (their rows of the split, labels, target_logit [n_comp, rows], rank [n_comp, rows])."""
-    labels = component_labels(model)
-    block = users_per_block(len(labels), ds.d_vocab)
-    W_U = model.W_U.detach()
-    buffer = torch.empty(len(labels) * min(block, len(split)), ds.d_vocab)  # reused: no page faults per block
-    for lo in range(0, len(split), block):
-        rows = np.arange(lo, min(lo + block, len(split)))
-        history, times = strip_left_padding(torch.from_numpy(split.history[rows]),
-                                            torch.from_numpy(split.history_times[rows]))
-        stack, labels = _components(model, history, times)
+class ComponentRanks:
+    """A reader of `last_position.read_split`: every user's target logit and rank under every component
+    (`arrays()`, a `RankArrays`); each batch's rows through `block(rows, lp)` too (`iter_rank_blocks`)."""
+
+    def __init__(self, model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool = False,
+                 progress: bool = False):
+        self.model, self.ds, self.split, self.exclude_seen = model, ds, split, exclude_seen
+        self.labels = component_labels(model)
+        self.max_rows = users_per_block(len(self.labels), ds.d_vocab)
+        self.target_logit = np.empty((len(self.labels), len(split)), dtype=np.float32)
+        self.rank = np.empty((len(self.labels), len(split)), dtype=np.int64)
+        self._buffer = None  # logits of a block, reused: no page faults per block
+        self._bar = tqdm(total=len(split), desc="ranks", unit="user", disable=None if progress else True, leave=False)
+
+    def block(self, rows: np.ndarray, lp) -> tuple[np.ndarray, np.ndarray]:
+        """(target_logit [n_comp, rows], rank [n_comp, rows]) of one batch."""
+        model, ds, split = self.model, self.ds, self.split
+        stack, labels = with_groups(*lp.components(), model.cfg.n_layers)
+        if self._buffer is None:
+            self._buffer = torch.empty(len(labels) * min(self.max_rows, len(split)), ds.d_vocab)
         # component_logits: stack @ W_U [n_comp, batch, d_vocab], unscorable items masked in place
-        logits = torch.matmul(stack.reshape(-1, stack.shape[-1]), W_U, out=buffer[: stack.shape[0] * len(rows)])
+        logits = torch.matmul(stack.reshape(-1, stack.shape[-1]), model.W_U.detach(),
+                              out=self._buffer[: stack.shape[0] * len(rows)])
         logits = logits.view(len(labels), len(rows), ds.d_vocab)
         if model.unscorable is not None:
             logits.masked_fill_(model.unscorable, float("-inf"))
         target = split.target[rows]
         target_logit = logits[:, np.arange(len(rows)), target].numpy()  # a copy (advanced indexing)
+        if self.exclude_seen:  # the same seen items in every component
+            r, c = seen_index(split.seen_ptr, split.seen_items, rows)
+            logits[:, r, c] = float("-inf")
         ranks = np.empty((len(labels), len(rows)), dtype=np.int64)
         for c in range(len(labels)):
-            if exclude_seen:
-                mask_rows(logits[c], split.seen_ptr, split.seen_items, rows)
             ranks[c] = _target_ranks(logits[c].numpy(), target)
-        yield rows, labels, target_logit, ranks
+        return target_logit, ranks
+
+    def read(self, rows: np.ndarray, lp) -> None:
+        self.target_logit[:, rows], self.rank[:, rows] = self.block(rows, lp)
+        self._bar.update(len(rows))
+
+    def arrays(self) -> RankArrays:
+        self._bar.close()
+        return RankArrays(self.labels, self.ds.user_ids[self.split.users], self.target_logit, self.rank)
 
 
 def _target_ranks(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -139,10 +154,12 @@ def _target_ranks(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
 def iter_rank_blocks(
     model: AttnOnlyTransformer, ds: SequenceDataset, split: EvalSplit, exclude_seen: bool = False
 ) -> Iterator[pd.DataFrame]:
-    """The rank table one block of users at a time (each frame: its users in split order, component-major);
-    `rank_table` is these frames put in its order."""
-    for rows, labels, target_logit, rank in _iter_arrays(model, ds, split, exclude_seen):
-        yield RankArrays(labels, ds.user_ids[split.users[rows]], target_logit, rank).frame()
+    """The rank table one block of users at a time (each frame: its users in split order, component-major; the
+    blocks by history length, `length_batches`); `rank_table` is these frames put in its order."""
+    reader = ComponentRanks(model, ds, split, exclude_seen)
+    for rows, lp in iter_last_positions(model, split.history, split.history_times, reader.max_rows):
+        target_logit, rank = reader.block(rows, lp)
+        yield RankArrays(reader.labels, ds.user_ids[split.users[rows]], target_logit, rank).frame()
 
 
 def rank_arrays(
@@ -151,15 +168,9 @@ def rank_arrays(
 ) -> RankArrays:
     """Every user's target logit and rank under every component, without the long table (`progress`: a bar on a
     terminal)."""
-    labels = component_labels(model)
-    target_logit = np.empty((len(labels), len(split)), dtype=np.float32)
-    rank = np.empty((len(labels), len(split)), dtype=np.int64)
-    bar = tqdm(total=len(split), desc="ranks", unit="user", disable=None if progress else True, leave=False)
-    for rows, _, t, r in _iter_arrays(model, ds, split, exclude_seen):
-        target_logit[:, rows], rank[:, rows] = t, r
-        bar.update(len(rows))
-    bar.close()
-    return RankArrays(labels, ds.user_ids[split.users], target_logit, rank)
+    reader = ComponentRanks(model, ds, split, exclude_seen, progress)
+    read_split(model, split, [reader])
+    return reader.arrays()
 
 
 def rank_table(

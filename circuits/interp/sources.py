@@ -26,12 +26,13 @@ def attention_sources(
     timestamps: np.ndarray | None = None,
     query: int = -1,
     same_cosine: float = 0.9,
+    cache=None,
 ) -> pd.DataFrame:
     """One unpadded sequence → rows (head, key_pos, item, title, gap, weight, ov_logit, contribution,
     same_item, near_same_item). `timestamps` (aligned with `items`) gives `gap` = query time − source time;
     `near_same_item`: the source's vector has cosine ≥ `same_cosine` with the query item's (`near_vectors`:
     text embeddings where the model has them, else W_E). A model whose attention reads time gaps needs
-    `timestamps`."""
+    `timestamps`. `cache`: the sequence's activations, if at hand (`run_with_cache` of `items[None]`)."""
     if model.training:
         raise ValueError("use a model in eval mode")
     x = items[None]
@@ -39,7 +40,8 @@ def attention_sources(
     q = query % n
     times = None if timestamps is None else torch.tensor(np.asarray(timestamps, dtype=np.float64))[None]  # a copy
     with torch.no_grad():
-        _, cache = model.run_with_cache(x, times=times, return_type=None)
+        if cache is None:
+            _, cache = model.run_with_cache(x, times=times, return_type=None)
         V = near_vectors(model)
         cos = torch.nn.functional.cosine_similarity(V[items], V[items[q]][None], dim=-1)
         u_t = model.W_U[:, target]
@@ -98,18 +100,21 @@ def same_item_table(
     a twin among their visible keys), under three patterns: `actual`, `positional` (the head's scores from positions
     alone: the W_pos terms of QK, or static attention's distance scores; absent for static attention over time
     gaps only) and `uniform`. The batched form of `same_item_shares`. `times`: the histories' timestamps, needed
-    by a model whose attention reads time gaps."""
+    by a model whose attention reads time gaps. Histories are taken in batches of `batch` of similar length
+    (`last_position.length_batches`: little padding)."""
+    from circuits.interp.last_position import length_batches
+
     cfg = model.cfg
     E = torch.nn.functional.normalize(near_vectors(model) if vectors is None else torch.as_tensor(vectors), dim=-1)
     group = None if groups is None else torch.as_tensor(groups, dtype=torch.long)
     sums: dict[tuple[str, str], np.ndarray] = {}
     n_queries = n_twin_queries = 0
-    for lo in range(0, len(histories), batch):
-        x, t = torch.from_numpy(histories[lo : lo + batch]), None
+    for rows in length_batches(histories, batch):
+        x, t = torch.from_numpy(histories[rows]), None
         if times is None:
             x = strip_left_padding(x)
         else:
-            x, t = strip_left_padding(x, torch.from_numpy(times[lo : lo + batch]))
+            x, t = strip_left_padding(x, torch.from_numpy(times[rows]))
         real = x != 0
         allowed = torch.tril(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool)) & real[:, None, :]  # [b, q, k]
         same = (x[:, :, None] == x[:, None, :]) & allowed
@@ -120,6 +125,10 @@ def same_item_table(
             twin = (g[:, :, None] == g[:, None, :]) & (g[:, :, None] >= 0) & ~same & allowed
             has_twin = twin.any(-1) & real  # [b, q]
         uniform = allowed / allowed.sum(-1, keepdim=True).clamp_min(1)
+        # the sums below run over the real queries' rows: each mask's rows gathered once, each pattern's once per
+        # pattern (the same products, added in the same order as (p * m)[real].sum())
+        masks = [m[real] for m in ((same, near) if twin is None else (same, near, twin))]
+        uniform_shares = None  # the same for every head
         _, cache = model.run_with_cache(x, times=t, return_type=None)
         pos = cache["hook_pos_embed"] if model.W_pos is not None else None
         distance = distance_buckets(x.shape[1], cfg.distance_buckets) if "distance" in cfg.static_over else None
@@ -133,19 +142,24 @@ def same_item_table(
                 elif cfg.attention == "static" and cfg.distance_buckets:  # the distance scores, not the time ones
                     scores = block.attn.W_dist[h][distance].expand(len(x), -1, -1)
                 elif cfg.attention == "learned" and (pos is not None or distance is not None):
-                    scores = torch.zeros(len(x), x.shape[1], x.shape[1])
                     if pos is not None:
                         scores = (pos @ block.attn.W_Q[h]) @ (pos @ block.attn.W_K[h]).transpose(1, 2)
                         scores = scores / math.sqrt(cfg.d_head)
                     if distance is not None:  # a distance bias is positional too (a time bias is not)
-                        scores = scores + block.attn.W_dist[h][distance]
+                        bias = block.attn.W_dist[h][distance]
+                        scores = bias.expand(len(x), -1, -1) if scores is None else scores + bias
                 if scores is not None:
                     patterns["positional"] = scores.masked_fill(~allowed, float("-inf")).softmax(-1).nan_to_num(0.0)
                 for name, p in patterns.items():
-                    masks = (same, near) if twin is None else (same, near, twin)
-                    shares = [float((p * m)[real].sum()) for m in masks]
-                    if twin is not None:  # the twin share of the queries that have a twin to attend to
-                        shares.append(float((p * twin).sum(-1)[has_twin].sum()))
+                    if name == "uniform" and uniform_shares is not None:
+                        shares = uniform_shares
+                    else:
+                        query_rows = p[real]
+                        shares = [float((query_rows * m).sum()) for m in masks]
+                        if twin is not None:  # the twin share of the queries that have a twin to attend to
+                            shares.append(float((p * twin).sum(-1)[has_twin].sum()))
+                        if name == "uniform":
+                            uniform_shares = shares
                     key = (f"L{l}H{h}", name)
                     sums[key] = sums.get(key, 0) + np.array(shares)
         n_queries += int(real.sum())

@@ -3,6 +3,13 @@
 `build_report(run_dirs, out)` from Python; `python -m circuits.report RUN_DIR [RUN_DIR …]` from the shell.
 """
 
-from circuits.report.build import build_report, comparison_report, run_report
-
 __all__ = ["build_report", "comparison_report", "run_report"]
+
+
+def __getattr__(name: str):
+    # imported on first use (PEP 562): `python -m circuits.report --help` must not import plotly and the model
+    if name not in __all__:
+        raise AttributeError(f"module 'circuits.report' has no attribute {name!r}")
+    from circuits.report import build
+
+    return getattr(build, name)

@@ -39,9 +39,9 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     from circuits.report.build import build_report
 
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
                        args.experiments, progress=not args.quiet, sweep=args.sweep, data=args.data, items=args.items,

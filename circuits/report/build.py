@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from circuits import plots
 from circuits.errors import UserError
 from circuits.report import sections as S
-from circuits.report.experiments import experiment_sections, sweep_sections
+from circuits.report.experiments import TestPass, experiment_sections, sweep_sections
 from circuits.report.page import Section, render
 
 
@@ -21,16 +21,31 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
                eval_seed: int = 0) -> str:
     """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition; with
     `experiments`, also order sensitivity, translation vector and same-item attention). The rank section covers
-    `eval_users` test users (a seeded sample, `eval_seed`; 0 = all; None = `sections.report_eval_users`)."""
+    `eval_users` test users (a seeded sample, `eval_seed`; 0 = all; None = `sections.report_eval_users`).
+
+    The test split goes through the model once (`last_position.read_split`) for the rank table and, when it
+    covers every test user, for the experiments' intact and ablated user vectors too; each chosen user's history
+    once (`sequence_cache`) for both its attention patterns and its decomposition."""
+    from circuits.data.sequences import sample_eval_users
+    from circuits.interp.decomposition import sequence_cache
+    from circuits.interp.last_position import read_split
+    from circuits.interp.ranks import ComponentRanks
+
     ds = ds or run.dataset()
     users = _check_users(ds, seq_ids) if seq_ids else None  # before any work: an unknown id is one error line
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
     sections = [S.run_card(run)]
     steps.update()
-    table = S.rank_table_for(run, ds, eval_users=S.report_eval_users(ds, eval_users), eval_seed=eval_seed)
+    sample = sample_eval_users(ds, S.report_eval_users(ds, eval_users), eval_seed)
+    test = ds.eval_split("test", run.model.cfg.n_ctx, users=sample)
+    ranks = ComponentRanks(run.model, ds, test, exclude_seen=run.seen_policy == "excluded")
+    shared = TestPass(run, ds, test) if experiments and sample is None else None
+    read_split(run.model, test, [ranks, *(shared.readers if shared else [])])
+    table = ranks.arrays().frame()
     sections.append(S.rank_section(run, table, ds.n_items, S.users_text(ds, table, eval_seed)))
     steps.update()
     users = users or S.representative_users(table)
+    caches = {u: sequence_cache(run.model, ds, u) for u in users}
     sections.append(S.pairs_section(run, ds, top_pairs, min_count))
     steps.update()
     heads = S.heads_section(run, ds)
@@ -38,12 +53,12 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
         sections.append(heads)
     steps.update()
     if run.model.cfg.n_layers:
-        sections.append(S.sequences_section(run, ds, users, window))
+        sections.append(S.sequences_section(run, ds, users, window, caches))
     steps.update()
-    sections.append(S.decomposition_section(run, ds, users))
+    sections.append(S.decomposition_section(run, ds, users, caches=caches))
     steps.update()
     if experiments:
-        sections += experiment_sections(run, ds)
+        sections += experiment_sections(run, ds, shared)
     steps.close()
     cfg = run.config["model"]
     return render(f"{S.run_name(run)}: {cfg['n_layers']}-layer attention-only model",

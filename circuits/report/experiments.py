@@ -44,13 +44,33 @@ def diagnostics_section(ds) -> Section:
     return sec
 
 
-def experiment_sections(run, ds) -> list[Section]:
+class TestPass:
+    """The experiments' share of the report's one pass over the test split (`last_position.read_split` with
+    `readers`): the intact user vectors' ranks (order sensitivity's `intact`) and, with attention layers, the
+    translation experiment's replacements (means and fitted constants from the validation split) evaluated on
+    the same pass, with the last-position outputs of its geometry."""
+
+    def __init__(self, run, ds, test):
+        from analyses.translation import replacements
+        from circuits.interp.last_position import OutputReader, RankReader
+
+        model = run.model
+        self.rows, variants = replacements(model, ds.eval_split("valid", model.cfg.n_ctx)) if model.cfg.n_layers \
+            else ([], {})
+        self.ranks = RankReader(model, test, variants)
+        self.outputs = OutputReader(len(test)) if model.cfg.n_layers else None
+        self.readers = [self.ranks] + ([self.outputs] if self.outputs is not None else [])
+
+
+def experiment_sections(run, ds, shared: TestPass | None = None) -> list[Section]:
+    """The experiments' sections on the test split; `shared`: its pass already read (`TestPass`, every test
+    user), else each experiment makes its own."""
     from analyses.order import order_figure, order_sensitivity
     from analyses.same_item import same_item_attention, same_item_figure
-    from analyses.translation import translation_figure, translation_vector
+    from analyses.translation import translation_figure, translation_tables, translation_vector
 
     out = [diagnostics_section(ds)]
-    order = order_sensitivity(run, ds)
+    order = order_sensitivity(run, ds, intact=shared.ranks.ranks["intact"] if shared else None)
     sec = Section("Experiment: order sensitivity", anchor="order")
     sec.text("Test NDCG@10 with the visible history shuffled (latest item kept, or not), reversed and de-duplicated; "
              "targets and candidates unchanged. A model that reads the history as a bag loses nothing when the "
@@ -59,7 +79,8 @@ def experiment_sections(run, ds) -> list[Section]:
     out.append(sec)
     if run.model.cfg.n_layers == 0:
         return out
-    geo, abl = translation_vector(run, ds)
+    geo, abl = translation_tables(run, shared.outputs.outputs, shared.ranks.ranks, shared.rows) if shared \
+        else translation_vector(run, ds)
     sec = Section("Experiment: translation vector", anchor="translation")
     sec.text("Does attention add the same vector to every user vector (the last position)? mean_share: part of the "
              "second moment of each layer's last-position output, over test users, that is its mean vector; "

@@ -277,16 +277,16 @@ def heads_section(run, ds) -> Section | None:
 
 # --- chosen sequences: attention patterns and decomposition -------------------------------------------------
 
-def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
-    """One heatmap per head for the user's test history (its last `window` items)."""
-    from circuits.interp.decomposition import visible_window
+def attention_figures(run, ds, user_id: str, window: int = 30, cache=None) -> list:
+    """One heatmap per head for the user's test history (its last `window` items); `cache`: its activations, if
+    at hand (`decomposition.sequence_cache`)."""
+    from circuits.interp.decomposition import sequence_cache, visible_window
 
     start, end = visible_window(ds, user_id, "test", run.model.cfg.n_ctx)
     items = np.array(ds.items[start:end])  # a copy: the dataset's arrays may be read-only (memory-mapped)
     times = ds.timestamps[start:end].astype(float)
-    with torch.no_grad():
-        _, cache = run.model.run_with_cache(torch.from_numpy(items)[None], times=torch.from_numpy(times)[None],
-                                            return_type=None)
+    if cache is None:
+        cache = sequence_cache(run.model, ds, user_id, "test")
     keep = slice(max(0, len(items) - window), len(items))
     titles = list(ds.titles[items[keep]])
     gaps = times[keep][:, None] - times[keep][None, :]
@@ -302,13 +302,15 @@ def attention_figures(run, ds, user_id: str, window: int = 30) -> list:
     return figs
 
 
-def sequences_section(run, ds, user_ids: list[str], window: int = 30) -> Section:
+def sequences_section(run, ds, user_ids: list[str], window: int = 30, caches: dict | None = None) -> Section:
+    """`caches`: the users' activations, if at hand (user → `decomposition.sequence_cache`)."""
+    caches = caches or {}
     sec = Section("Attention patterns", anchor="attention")
     sec.text(f"Test histories of chosen users (the last {window} items; padding hidden). Rows: query positions, "
              "each predicting the next item; columns: attended items. Hover for titles, weight and time gap.")
     for u in user_ids:
         sec.heading(f"user {u}")
-        figs = attention_figures(run, ds, u, window)
+        figs = attention_figures(run, ds, u, window, caches.get(u))
         if not figs:
             sec.text("a 0-layer model has no attention")
         for f in figs:
@@ -316,14 +318,16 @@ def sequences_section(run, ds, user_ids: list[str], window: int = 30) -> Section
     return sec
 
 
-def decomposition_section(run, ds, user_ids: list[str], top: int = 3) -> Section:
+def decomposition_section(run, ds, user_ids: list[str], top: int = 3, caches: dict | None = None) -> Section:
+    """`caches`: the users' activations, if at hand (user → `decomposition.sequence_cache`)."""
     from circuits.interp.decomposition import decompose_sequence
 
+    caches = caches or {}
     sec = Section("Decomposition of the chosen sequences", anchor="decomposition")
     sec.text(f"The logits of the last position split exactly into components; for each, the correct item's logit, its "
              f"rank among all items (history included; pessimistic ties) and the top {top} items. {GROUP_ORDER_NOTE}")
     for u in user_ids:
-        view = decompose_sequence(run, ds, u, "test", top=top)
+        view = decompose_sequence(run, ds, u, "test", top=top, cache=caches.get(u))
         sec.heading(f"user {u}: target '{view['target_title']}'")
         comps = view["components"].assign(top_items=lambda d: d.top_items.map(" | ".join))
         sec.table(comps, float_format="{:.3f}")

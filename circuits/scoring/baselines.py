@@ -21,6 +21,8 @@ No popularity tie-break for these (cosines tie only for identical texts); ties a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -82,6 +84,9 @@ def cooccurrence(ds: SequenceDataset, normalise: bool = True) -> Scorer:
     X = torch.sparse_coo_tensor(np.stack([pairs // ds.d_vocab, pairs % ds.d_vocab]), torch.ones(len(pairs),
                                 dtype=torch.float64), (ds.n_users, ds.d_vocab), check_invariants=True).coalesce()
     Xt = X.t().coalesce()
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product is the same, 3× as fast
+        warnings.simplefilter("ignore", UserWarning)
+        X, Xt = X.to_sparse_csr(), Xt.to_sparse_csr()
     inv_sqrt = torch.from_numpy(np.bincount(pairs % ds.d_vocab, minlength=ds.d_vocab).astype(np.float64))
     inv_sqrt = torch.where(inv_sqrt > 0, inv_sqrt.rsqrt(), torch.zeros_like(inv_sqrt))  # 1/√n(i), 0 if unseen
     if not normalise:
@@ -92,8 +97,8 @@ def cooccurrence(ds: SequenceDataset, normalise: bool = True) -> Scorer:
         bag = torch.zeros(len(history), ds.d_vocab, dtype=torch.float64)
         bag.scatter_(1, history, 1.0)
         bag[:, 0] = 0.0
-        shared = torch.sparse.mm(X, (bag * inv_sqrt).T)  # [users, batch]: Σ 1/√n(h) over shared history items
-        return torch.sparse.mm(Xt, shared).T * inv_sqrt + pop  # [batch, d_vocab]
+        shared = X @ (bag * inv_sqrt).T  # [users, batch]: Σ 1/√n(h) over shared history items
+        return (Xt @ shared).T * inv_sqrt + pop  # [batch, d_vocab]
 
     return score
 

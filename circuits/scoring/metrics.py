@@ -63,12 +63,17 @@ def metrics_from_ranks(ranks: np.ndarray, ks: tuple[int, ...] = KS) -> dict[str,
     return out
 
 
+def seen_index(ptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(r, c): every item c of CSR row rows[r], for all r at once (gathered without a per-row loop)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    lens = ptr[rows + 1] - ptr[rows]
+    pos = np.arange(int(lens.sum()), dtype=np.int64) - np.repeat(np.cumsum(lens) - lens - ptr[rows], lens)
+    return torch.from_numpy(np.repeat(np.arange(len(rows)), lens)), torch.from_numpy(np.asarray(items[pos], np.int64))
+
+
 def mask_rows(scores: Tensor, ptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> None:
     """scores[r, items of CSR row rows[r]] = -inf, in place."""
-    lens = ptr[rows + 1] - ptr[rows]
-    flat = np.concatenate([items[ptr[r] : ptr[r + 1]] for r in rows]) if len(rows) else np.zeros(0, np.int64)
-    r_idx = np.repeat(np.arange(len(rows)), lens)
-    scores[torch.from_numpy(r_idx), torch.from_numpy(flat)] = float("-inf")
+    scores[seen_index(ptr, items, rows)] = float("-inf")
 
 
 def sample_negatives(split: EvalSplit, d_vocab: int, n: int = 100, seed: int = 0) -> np.ndarray:

@@ -205,7 +205,9 @@ def train(
                       "train_count": counts}).to_csv(part / "vocab.tsv", sep="\t", index=False)
     ranks.barrier()
 
-    users, lengths = ds.train_users(model_cfg.n_ctx)  # batches are gathered from the flat arrays step by step
+    # the training windows (a user, how far before the end of its training part, its number of targets): batches
+    # are gathered from the flat arrays step by step
+    users, backs, lengths = ds.train_window_rows(model_cfg.n_ctx, cfg.windows)
     eval_users = sample_eval_users(ds, cfg.eval_users, cfg.eval_seed)
     valid = ds.eval_split("valid", model_cfg.n_ctx, users=eval_users) if main else None
     device = ranks.device
@@ -229,7 +231,7 @@ def train(
         for idx in steps:
             for g in optimizer.param_groups:
                 g["lr"] = learning_rate(cfg.lr, step, cfg.warmup_steps, lr_scale)
-            loss = _step_loss(trainer, ds, model_cfg, users, lengths, idx, ranks, n_neg, log_q, pop_log_q)
+            loss = _step_loss(trainer, ds, model_cfg, (users, backs, lengths), idx, ranks, n_neg, log_q, pop_log_q)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -283,14 +285,16 @@ def train(
     return run_dir
 
 
-def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, users: np.ndarray, lengths: np.ndarray,
+def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, windows: tuple[np.ndarray, ...],
                idx: np.ndarray, ranks: Ranks, n_neg: int, log_q, pop_log_q) -> torch.Tensor:
-    """The loss of this rank's share of the global batch `idx` (rows of `users`/`lengths`)."""
+    """The loss of this rank's share of the global batch `idx` (rows of `windows` = (users, backs, lengths),
+    `SequenceDataset.train_window_rows`)."""
+    users, backs, lengths = windows
     device = ranks.device
     mine = idx[ranks.rank :: ranks.world] if ranks.distributed else idx
     if len(mine):
         width = int(lengths[mine].max())  # the targets' width; strip_left_padding works on inputs only
-        x, y, t = (torch.from_numpy(a).to(device) for a in ds.train_batch(users[mine], width))
+        x, y, t = (torch.from_numpy(a).to(device) for a in ds.train_batch(users[mine], width, backs[mine]))
     else:  # a last global batch smaller than the number of ranks: no target here, still a (zero) step
         x = y = torch.zeros(1, 1, dtype=torch.long, device=device)
         t = torch.zeros(1, 1, dtype=torch.float64, device=device)
@@ -302,7 +306,7 @@ def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, users: np
     if pop_log_q is not None:  # the distinct targets of the global batch, the same on every rank
         # one process: the batch just gathered is the global one; a rank gathers the others' targets too
         targets = y.cpu().numpy() if not ranks.distributed else \
-            ds.train_batch(users[idx], int(lengths[idx].max()))[1]
+            ds.train_batch(users[idx], int(lengths[idx].max()), backs[idx])[1]
         in_batch = torch.from_numpy(np.unique(targets))
         in_batch = in_batch[in_batch != 0].to(device)
     normalizer = float(lengths[idx].sum()) / ranks.world if ranks.distributed else None
