@@ -198,10 +198,11 @@ class TrainConfig:
     min_delta: float = option(1e-4, "smallest gain in validation NDCG@10 that resets the patience and decay clocks "
                               "(smaller gains still keep the better weights)")
     min_lr: float = option(1e-4, "floor of the plateau decay (the learning rate never decays below this)")
-    # a history longer than n_ctx + 1 has targets that its last window never shows; "all" adds the earlier
-    # windows, back to back (each target once per epoch), "last" keeps the last n_ctx targets of each user
-    windows: str = option("last", "training windows per user: last (the last n_ctx targets) or all (every target, "
-                          "in back-to-back windows of n_ctx)", choices=WINDOWS)
+    # a history longer than n_ctx + 1 has targets that its last window never shows (a third of ML-1M's): "all"
+    # adds the earlier windows, back to back (each target once per epoch); "last" keeps the last n_ctx targets of
+    # each user (the SASRec convention; the default of 0.4)
+    windows: str = option("all", "training windows per user: all (every target, in back-to-back windows of n_ctx) "
+                          "or last (the last n_ctx targets only)", choices=WINDOWS)
     max_minutes: float = option(0.0, "stop after this much training time (0 = no limit)")
     # at production size one pass over the data takes long: validate, checkpoint and check the time limit every N
     # steps instead (an "epoch" is then N steps; passes over the data still reshuffle, seeded by pass)
@@ -268,8 +269,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        """From a run's config.json (which also holds resolved values: those are not fields and are skipped)."""
+        """From a run's config.json (which also holds resolved values: those are not fields and are skipped). A
+        field the run's version did not have takes that version's behaviour (`BEFORE_FIELD`), so `--resume`
+        continues an older run as it began."""
+        d = {**BEFORE_FIELD, **d}
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+# what a run written before a field existed did: no minimum gain, no decay floor (0.4), the last window only (0.5)
+BEFORE_FIELD = {"min_delta": 0.0, "min_lr": 0.0, "windows": "last"}
 
 
 # up to this many items, a full softmax: on ML-1M (3,416 items) it beats 512 sampled negatives at every training

@@ -64,18 +64,25 @@ def distance_buckets(n: int, n_buckets: int, device=None) -> Int[Tensor, "q k"]:
     return bucket.clamp(max=n_buckets - 1)
 
 
-def time_buckets(times: Float[Tensor, "batch pos"], n_buckets: int) -> Int[Tensor, "batch q k"]:
+def time_buckets(
+    times: Float[Tensor, "batch pos"], n_buckets: int, last_query: bool = False
+) -> Int[Tensor, "batch q k"]:
     """Bucket of the time gap t_q − t_k (seconds): the query itself → 0, gap < 1 s → 1, then log2-spaced:
     [1, 2) s → 2, [2, 4) s → 3, [4, 8) s → 4, …, capped at n_buckets − 1 (with 32 buckets the last holds gaps
-    of 2^29 s, 17 years, and more). Negative gaps (a key later than the query; masked anyway) count as 0 s."""
+    of 2^29 s, 17 years, and more). Negative gaps (a key later than the query; masked anyway) count as 0 s.
+    `last_query`: the last query's row only, [batch, 1, pos]."""
     times = times.double()
-    gap = (times[:, :, None] - times[:, None, :]).clamp(min=0)
-    # gap = m · 2^e with m in [0.5, 1): floor(log2 gap) = e − 1, exactly (no rounding of a logarithm)
+    query = times[:, -1:, None] if last_query else times[:, :, None]
+    gap = (query - times[:, None, :]).clamp_(min=0)
+    # gap = m · 2^e with m in [0.5, 1): floor(log2 gap) = e − 1, exactly (no rounding of a logarithm); a gap
+    # in [0, 1) s has e ≤ 0, so e + 1 clamped to [1, n_buckets − 1] is the bucket
     _, exponent = torch.frexp(gap)
-    bucket = torch.where(gap >= 1, exponent.long() + 1, 1)
+    bucket = (exponent + 1).clamp_(1, n_buckets - 1).long()
     n = times.shape[-1]
-    bucket = bucket.masked_fill(torch.eye(n, dtype=torch.bool, device=times.device), 0)
-    return bucket.clamp(max=n_buckets - 1)
+    if last_query:
+        bucket[:, 0, -1] = 0
+        return bucket
+    return bucket.masked_fill_(torch.eye(n, dtype=torch.bool, device=times.device), 0)
 
 
 class Attention(nn.Module):
@@ -119,16 +126,21 @@ class Attention(nn.Module):
         return scores
 
     def static_scores(
-        self, n: int, time_bucket: Int[Tensor, "batch pos pos"] | None = None
-    ) -> Float[Tensor, "batch_or_1 n_heads pos pos"]:
+        self, n: int, time_bucket: Int[Tensor, "batch q pos"] | None = None, last_query: bool = False
+    ) -> Float[Tensor, "batch_or_1 n_heads q pos"]:
         """The static part of the scores: W_dist[h, bucket(q − k)] + W_time[h, bucket(t_q − t_k)], whichever the
-        head has (batch 1 without time buckets). Enters the scores additively, like the positional QK terms."""
+        head has (batch 1 without time buckets). Enters the scores additively, like the positional QK terms.
+        `last_query`: the last query's row only (q = 1; `time_bucket` then from `time_buckets(..., last_query=True)`)."""
         device = self.W_V.device
-        scores = torch.zeros(1, self.cfg.n_heads, n, n, device=device)
+        scores = None
         if self.cfg.distance_buckets:
-            scores = scores + self.W_dist[:, distance_buckets(n, self.cfg.distance_buckets, device)]
+            bucket = distance_buckets(n, self.cfg.distance_buckets, device)
+            scores = self.W_dist[:, bucket[-1:] if last_query else bucket][None]
         if self.cfg.time_buckets:
-            scores = scores + einops.rearrange(self.W_time[:, time_bucket], "h b q k -> b h q k")
+            part = einops.rearrange(self.W_time[:, time_bucket], "h b q k -> b h q k")
+            scores = part if scores is None else scores + part
+        if scores is None:
+            return torch.zeros(1, self.cfg.n_heads, 1 if last_query else n, n, device=device)
         return scores
 
     @property

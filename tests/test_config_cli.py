@@ -90,3 +90,16 @@ def test_every_synthetic_field_is_set_by_its_flag():
         argv, want = nondefault(f)
         got = getattr(config_from_args(SyntheticConfig, parser.parse_args(["--out", "x", *argv])), f.name)
         assert got == want, f"{' '.join(argv)} set {f.name} to {got!r}"
+
+
+def test_a_run_from_before_a_field_resumes_with_that_versions_behaviour():
+    """`TrainConfig.from_dict` (what --resume reads): a config.json without `windows`, `min_delta`, `min_lr` (written
+    before they existed) keeps the old behaviour (last window, no minimum gain, no floor), not today's defaults;
+    a config that has them keeps its values."""
+    from circuits.config import TrainConfig
+
+    old = TrainConfig.from_dict({"epochs": 7, "lr": 0.01})
+    assert (old.windows, old.min_delta, old.min_lr, old.epochs, old.lr) == ("last", 0.0, 0.0, 7, 0.01)
+    new = TrainConfig.from_dict({"windows": "all", "min_delta": 1e-4, "min_lr": 1e-4})
+    assert (new.windows, new.min_delta, new.min_lr) == ("all", 1e-4, 1e-4)
+    assert TrainConfig().windows == "all" and TrainConfig().min_delta == 1e-4

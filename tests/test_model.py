@@ -171,6 +171,9 @@ def test_time_buckets_match_the_written_out_rule():
                 want = reference_bucket(float(times[b, q] - times[b, k]), q == k, 32)
                 assert got[b, q, k] == want, (b, q, k)
     assert got[0].max() < 32 and int(time_buckets(times, 5).max()) == 4  # capped
+    future = torch.ones(12, 12, dtype=torch.bool).triu(1)
+    assert (got[:, future] == 1).all()  # a key later than the query: a gap of 0 s (masked anyway)
+    torch.testing.assert_close(time_buckets(times, 32, last_query=True), got[:, -1:, :], rtol=0, atol=0)
 
 
 def test_time_buckets_at_powers_of_two_and_just_below():

@@ -102,8 +102,10 @@ class LastPosition:
             return None
         if layer not in self._static:
             n = self.real.shape[1]
-            bucket = time_buckets(self.times, self.model.cfg.time_buckets) if self.model.cfg.uses_time else None
-            self._static[layer] = self.model.blocks[layer].attn.static_scores(n, bucket)[:, :, -1].detach()
+            cfg = self.model.cfg
+            bucket = time_buckets(self.times, cfg.time_buckets, last_query=True) if cfg.uses_time else None
+            self._static[layer] = self.model.blocks[layer].attn.static_scores(n, bucket, last_query=True)[:, :, -1]
+            self._static[layer] = self._static[layer].detach()
         return self._static[layer]
 
 
