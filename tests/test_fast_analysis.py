@@ -270,7 +270,7 @@ def test_the_decomposition_and_the_attention_figures_read_one_forward_pass(tiny_
 
 
 def test_the_seen_item_mask_and_the_training_parts_equal_the_per_row_formulas():
-    """`seen_index`/`mask_rows` (no per-row loop), `_train_mask` and `train_transition_mask` (no per-item
+    """`seen_index`/`mask_rows` (no per-row loop), `train_mask` and `train_transition_mask` (no per-item
     temporaries) against the formulas they replaced, on random CSR lists and logs with empty and short users."""
     from circuits.data.sequences import SequenceDataset
     from circuits.scoring.metrics import mask_rows
@@ -291,7 +291,7 @@ def test_the_seen_item_mask_and_the_training_parts_equal_the_per_row_formulas():
                              np.zeros(len(seen)))
         position = np.arange(len(seen)) - np.repeat(ptr[:-1], lens)
         train = position < np.repeat(lens - np.where(lens >= 3, 2, 0), lens)
-        np.testing.assert_array_equal(ds._train_mask(), train)
+        np.testing.assert_array_equal(ds.train_mask(), train)
         user = np.repeat(np.arange(len(lens)), lens)
         np.testing.assert_array_equal(ds.train_transition_mask(), train[1:] & train[:-1] & (user[1:] == user[:-1]))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from jaxtyping import Bool, Int
+from jaxtyping import Int
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -22,14 +22,6 @@ if TYPE_CHECKING:
     from circuits.data.sequences import SequenceDataset
 
 MATRIX_KINDS = ("binary", "counts")
-
-
-def train_positions(ds: SequenceDataset) -> Bool[np.ndarray, " n_interactions"]:
-    """bool [n_interactions]: the interaction lies in its user's training part (its place in the user's
-    sequence is below `ds.train_lengths()`)."""
-    lengths = ds.lengths
-    place = np.arange(len(ds.items), dtype=np.int64) - np.repeat(ds.offsets[:-1], lengths)
-    return place < np.repeat(ds.train_lengths(), lengths)
 
 
 def user_cluster_matrix(ds: SequenceDataset, item_cluster: Int[np.ndarray, " d_vocab"], n_clusters: int,
@@ -41,7 +33,7 @@ def user_cluster_matrix(ds: SequenceDataset, item_cluster: Int[np.ndarray, " d_v
     if kind not in MATRIX_KINDS:
         raise ValueError(f"unknown matrix kind {kind!r} ({', '.join(MATRIX_KINDS)})")
     item_cluster = np.asarray(item_cluster, dtype=np.int64)
-    keep = train_positions(ds)
+    keep = ds.train_mask()
     users = np.repeat(np.arange(ds.n_users, dtype=np.int64), ds.lengths)[keep]
     cluster = item_cluster[ds.items[keep]]
     users, cluster = users[cluster >= 0], cluster[cluster >= 0]

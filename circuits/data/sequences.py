@@ -190,14 +190,14 @@ class SequenceDataset:
         """Occurrences of each item in the training part of all sequences: int64 [d_vocab] (counted once; each
         call returns a copy)."""
         if "train_counts" not in self._memo:
-            self._memo["train_counts"] = np.bincount(self.items[self._train_mask()], minlength=self.d_vocab)
+            self._memo["train_counts"] = np.bincount(self.items[self.train_mask()], minlength=self.d_vocab)
         return self._memo["train_counts"].copy()
 
     def cold_targets(self, split: EvalSplit) -> np.ndarray:
         """bool [len(split)]: the target never occurs in the training part of any sequence (a cold item)."""
         return self.train_counts()[split.target] == 0
 
-    def _train_mask(self) -> np.ndarray:
+    def train_mask(self) -> np.ndarray:
         """bool [n_interactions]: in a training part (every interaction but the last two of users with ≥ 3)."""
         mask = np.ones(len(self.items), dtype=bool)
         ends = self.offsets[1:][self.lengths >= 3]
@@ -206,12 +206,12 @@ class SequenceDataset:
         return mask
 
     def train_sequences(self) -> list[np.ndarray]:
-        mask = self._train_mask()
+        mask = self.train_mask()
         return [self.items[lo:hi][mask[lo:hi]] for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
 
     def train_transition_mask(self) -> np.ndarray:
         """bool [n_interactions − 1]: is (items[i], items[i + 1]) a consecutive pair inside a training part?"""
-        ok = self._train_mask()
+        ok = self.train_mask()
         ok = ok[1:] & ok[:-1]
         starts = self.offsets[1:-1]  # a pair (i, i + 1) across users: i + 1 starts a user
         ok[starts[(starts > 0) & (starts < len(self.items))] - 1] = False

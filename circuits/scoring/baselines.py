@@ -78,7 +78,7 @@ def markov(ds: SequenceDataset) -> Scorer:
 
 def cooccurrence(ds: SequenceDataset, normalise: bool = True) -> Scorer:
     """`normalise=False`: raw counts Σ_h n(h, i) (≥ 1 exactly when i co-occurs with some history item)."""
-    train = ds._train_mask()
+    train = ds.train_mask()
     users, items = np.repeat(np.arange(ds.n_users), ds.lengths)[train], ds.items[train]
     pairs = np.unique(users.astype(np.int64) * ds.d_vocab + items)  # each (user, item) once
     X = torch.sparse_coo_tensor(np.stack([pairs // ds.d_vocab, pairs % ds.d_vocab]), torch.ones(len(pairs),
