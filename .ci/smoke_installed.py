@@ -20,7 +20,8 @@ print(f"{len(modules)} modules imported from the installed wheel")
 env = {**os.environ, "CIRCUITS_CACHE": str(Path.cwd() / "cache")}
 commands = ["circuits.train", "circuits.evaluate", "circuits.decompose", "circuits.pairs", "circuits.heads",
             "circuits.report", "circuits.synthetic", "circuits.embed", "analyses.order", "analyses.translation",
-            "analyses.same_item", "analyses.diagnostics", "analyses.depth", "analyses.causal"]
+            "analyses.same_item", "analyses.diagnostics", "analyses.depth", "analyses.causal",
+            "analyses.dag_logits"]
 for command in commands:
     subprocess.run([sys.executable, "-m", command, "--help"], check=True, env=env, capture_output=True)
 tiny = ["--n-topics", "2", "--docs-per-topic", "6", "--series-per-topic", "1", "--n-users", "40", "--min-length", "6",
@@ -31,6 +32,9 @@ steps = [["circuits.synthetic", "--out", "data", *tiny],
          ["circuits.decompose", "run", "--all", "--out", "ranks.parquet"],
          ["circuits.report", "run", "--out", "run.html", "--quiet"],
          ["analyses.causal", "run", "--clusters", "3", "--iterations", "200", "--out", "causal", "--quiet"],
+         ["analyses.dag_logits", "causal", "run", "--fit-windows", "8"],
+         ["circuits.report", "run", "--causal", "causal", "--out", "run-causal.html", "--quiet"],
+         ["circuits.synthetic", "--preset", "planted", "--out", "planted", "--n-users", "60"],
          # the text path: the packaged MiniLM (hash-checked, offline), a hybrid model over a catalogue pool
          # with held-out documents, faiss retrieval, the near-duplicate analysis
          ["circuits.embed", "data", "--out", "emb.parquet", "--quiet"],

@@ -133,3 +133,59 @@ def static_weight_lines(weights: pd.DataFrame, kind: str) -> go.Figure:
     fig.update_layout(**LAYOUT, title=f"Static attention: learned score per {what} bucket", height=380,
                       xaxis_title=f"{what} between query and key", yaxis_title="score (softmax over visible keys)")
     return fig
+
+
+def dag_layers(sources: np.ndarray, targets: np.ndarray, n: int) -> np.ndarray:
+    """Layer of each of `n` nodes in a DAG given by its edges: 0 for nodes without parents, else 1 + the deepest
+    parent (the longest path from a source), so every edge points to a later layer."""
+    layer = np.zeros(n, dtype=np.int64)
+    for _ in range(n):  # relax along the edges; a DAG settles within n rounds (its longest path)
+        new = layer.copy()
+        np.maximum.at(new, targets, layer[sources] + 1)
+        if (new == layer).all():
+            break
+        layer = new
+    return layer
+
+
+def dag_network(edges: pd.DataFrame, clusters: pd.DataFrame, title: str = "Cluster DAG") -> go.Figure:
+    """`edges`: source, target, weight (+ optional source_name, target_name, transitions, reverse_transitions);
+    `clusters`: cluster, name (+ optional top_titles, train_interactions) → a layered network: each node a cluster
+    with an edge, placed by its layer (causes left of effects), arrows from cause to effect, width ∝ |weight|,
+    blue for positive and red for negative weights; hover shows names, weights and transition counts."""
+    fig = go.Figure()
+    nodes = np.unique(np.r_[edges["source"].to_numpy(), edges["target"].to_numpy()]).astype(np.int64)
+    index = {c: i for i, c in enumerate(nodes)}
+    src = np.array([index[c] for c in edges["source"]], dtype=np.int64)
+    dst = np.array([index[c] for c in edges["target"]], dtype=np.int64)
+    layer = dag_layers(src, dst, len(nodes))
+    y = np.zeros(len(nodes))
+    for ell in np.unique(layer):
+        members = np.flatnonzero(layer == ell)
+        y[members] = np.linspace(0, 1, len(members) + 2)[1:-1] if len(members) > 1 else 0.5
+    x = layer.astype(float)
+    info = clusters.set_index("cluster")
+    names = [safe(info["name"].get(c, c), 40) for c in nodes]
+    w = edges["weight"].to_numpy(dtype=float)
+    scale = 4.0 / max(np.abs(w).max(initial=0.0), 1e-12)
+    for a, b, weight in zip(src, dst, w):
+        fig.add_annotation(x=x[b], y=y[b], ax=x[a], ay=y[a], xref="x", yref="y", axref="x", ayref="y",
+                           showarrow=True, arrowhead=2, arrowsize=1, standoff=8, startstandoff=8,
+                           arrowwidth=max(0.8, abs(weight) * scale), opacity=0.6,
+                           arrowcolor="#2166ac" if weight > 0 else "#b2182b")
+    def counts(col):
+        return edges[col].to_numpy() if col in edges else np.full(len(edges), "")
+
+    hover = [f"{names[a]} → {names[b]}<br>weight {weight:+.3f}<br>transitions {t} (reverse {r})"
+             for a, b, weight, t, r in zip(src, dst, w, counts("transitions"), counts("reverse_transitions"))]
+    fig.add_scatter(x=(x[src] + x[dst]) / 2, y=(y[src] + y[dst]) / 2, mode="markers", name="edges",
+                    marker=dict(size=6, color=np.where(w > 0, "#2166ac", "#b2182b"), opacity=0.5),
+                    text=hover, hovertemplate="%{text}<extra></extra>", showlegend=False)
+    titles = [safe(info["top_titles"].get(c, ""), 120) if "top_titles" in info else "" for c in nodes]
+    fig.add_scatter(x=x, y=y, mode="markers+text", text=names, textposition="top center", name="clusters",
+                    customdata=titles, marker=dict(size=14, color="#4d4d4d"), showlegend=False,
+                    hovertemplate="%{text}<br>%{customdata}<extra></extra>")
+    fig.update_layout(**LAYOUT, title=safe(title), height=max(360, 40 * int(np.bincount(layer).max(initial=1)) + 120),
+                      xaxis=dict(title="layer (longest path from a cause)", dtick=1, zeroline=False),
+                      yaxis=dict(visible=False, range=[-0.05, 1.1]))
+    return fig

@@ -1,10 +1,11 @@
 """`python -m circuits.synthetic --out FOLDER`: write a synthetic data set to a folder.
 
-Two presets: `small` (the default: the document-journey data set of `circuits.data.synthetic`, flags from
-`SyntheticConfig`) and `production` (`--preset production`: the partitioned-Parquet log of
-`circuits.data.production`, ~50 million interactions by default, flags from `ProductionConfig`). `--preset` is
-read first, then the arguments are parsed by that preset's parser (the two configs share flag names such as
-`--n-users` and `--seed`)."""
+Three presets: `small` (the default: the document-journey data set of `circuits.data.synthetic`, flags from
+`SyntheticConfig`), `production` (`--preset production`: the partitioned-Parquet log of
+`circuits.data.production`, ~50 million interactions by default, flags from `ProductionConfig`) and `planted`
+(`--preset planted`: users moving along a planted cluster DAG, or a control without that order, for causal
+discovery: `circuits.causal.planted`, flags from `PlantedConfig`). `--preset` is read first, then the arguments
+are parsed by that preset's parser (the configs share flag names such as `--n-users` and `--seed`)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from pathlib import Path
 from circuits.cli import ArgumentParser, add_config_arguments, config_from_args, run_cli
 from circuits.data.synthetic import SyntheticConfig
 
-PRESETS = ("small", "production")
+PRESETS = ("small", "production", "planted")
 PROG = "python -m circuits.synthetic"
 
 
 def _add_preset_argument(p: ArgumentParser) -> None:
     p.add_argument("--preset", choices=PRESETS, default="small",
                    help="small (default): the document-journey data set, TSV; production: ~50M interactions as "
-                        f"partitioned Parquet (its flags: {PROG} --preset production --help)")
+                        f"partitioned Parquet (its flags: {PROG} --preset production --help); planted: journeys "
+                        f"along a planted cluster DAG, for causal discovery ({PROG} --preset planted --help)")
 
 
 def build_parser(preset: str = "small") -> ArgumentParser:
@@ -38,6 +40,19 @@ def build_parser(preset: str = "small") -> ArgumentParser:
         p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_config_arguments(p.add_argument_group("generator (ProductionConfig)"), ProductionConfig)
+        return p
+    if preset == "planted":
+        from circuits.causal.planted import PlantedConfig
+
+        p = ArgumentParser(prog=f"{PROG} --preset planted",
+                           description="Write users' journeys along a planted cluster DAG (interactions.tsv.gz; "
+                           "items.tsv with a cluster column; ground_truth.json with the DAG), or a control with "
+                           "the same clusters and no order (--order shuffled / independent), to a folder, "
+                           "atomically. Discover it with python -m analyses.causal FOLDER --labels cluster.",
+                           epilog=f"The small preset's flags: {PROG} --help")
+        _add_preset_argument(p)
+        p.add_argument("--out", required=True, help="folder to write (replaced if it exists)")
+        add_config_arguments(p.add_argument_group("generator (PlantedConfig)"), PlantedConfig)
         return p
     p = ArgumentParser(prog=PROG,
                        description="Write the synthetic document-journey data set (interactions.tsv.gz with a "
@@ -63,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(preset).parse_args(argv)
     if preset == "production":
         return _production(args)
+    if preset == "planted":
+        return _planted(args)
     from circuits.data.synthetic import load_ground_truth, write
 
     cfg = config_from_args(SyntheticConfig, args)
@@ -82,6 +99,17 @@ def _production(args) -> int:
     truth = load_ground_truth(out)
     print(f"wrote {out}: {truth['n_interactions']:,} interactions, {cfg.n_users:,} users, {cfg.n_docs:,} documents, "
           f"{truth['n_parts']} parts in {time.perf_counter() - began:.1f} s")
+    return 0
+
+
+def _planted(args) -> int:
+    from circuits.causal.planted import PlantedConfig, planted_log, write_planted
+
+    cfg = config_from_args(PlantedConfig, args)
+    data = planted_log(cfg)
+    out = write_planted(data, Path(args.out))
+    print(f"wrote {out}: {len(data.log):,} interactions, {cfg.n_users:,} users, {cfg.n_clusters} clusters × "
+          f"{cfg.items_per_cluster} items, {int(data.dag.sum())} planted edges (order: {cfg.order})")
     return 0
 
 

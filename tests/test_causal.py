@@ -149,6 +149,22 @@ def test_time_budget_stops_the_fit():
     assert r.stopped == "time" and 0 < r.iterations["ev"] < 10**7 and r.seconds < 5
 
 
+def test_convergence_stops_a_fit_where_more_steps_change_nothing():
+    from circuits.causal.golem import GolemConfig, fit_golem, should_stop
+
+    assert should_stop(2000, 10**5, 0.0, np.inf, score=9.99999, previous=10.0, tol=1e-5) == "converged"
+    assert should_stop(2000, 10**5, 0.0, np.inf, score=9.9, previous=10.0, tol=1e-5) is None
+    assert should_stop(2000, 10**5, 0.0, np.inf, score=10.0, previous=10.0, tol=0.0) is None
+    X, dag = linear_gaussian(5, 500, 1)
+    full = fit_golem(X, GolemConfig(iterations=30_000, tol=0.0, learning_rate=0.01), progress=False)
+    early = fit_golem(X, GolemConfig(iterations=30_000, tol=1e-6, learning_rate=0.01), progress=False)
+    assert full.stopped == "iterations" and full.iterations["ev"] == 30_000
+    assert early.stopped == "converged" and early.iterations["ev"] < 30_000 and early.iterations["ev"] % 1000 == 0
+    np.testing.assert_array_equal(early.dag, full.dag)
+    np.testing.assert_allclose(early.B, full.B, atol=0.02)
+    assert early.history[-1]["iteration"] == early.iterations["ev"]
+
+
 # --- DAG utilities and metrics --------------------------------------------------------------------------------
 
 def test_is_dag_and_topological_order_against_networkx():
@@ -427,6 +443,33 @@ def test_command_bad_input_is_one_error_and_writes_nothing(tmp_path, argv, messa
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_planted_preset_of_the_synthetic_command_writes_what_planted_log_makes(tmp_path, capsys):
+    from dataclasses import asdict
+
+    from circuits import synthetic
+    from circuits.causal.planted import PlantedConfig, planted_dag_of, planted_log
+
+    with pytest.raises(SystemExit):
+        synthetic.main(["--preset", "planted", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "PlantedConfig" in help_text and "--n-clusters" in help_text and "--p-induction" not in help_text
+    out = tmp_path / "p"
+    assert synthetic.main(["--preset", "planted", "--out", str(out), "--n-clusters", "7", "--n-users", "90",
+                           "--order", "shuffled", "--seed", "3"]) == 0
+    cfg = PlantedConfig(n_clusters=7, n_users=90, order="shuffled", seed=3)
+    want = planted_log(cfg)
+    assert f"{len(want.log):,} interactions" in capsys.readouterr().out
+    np.testing.assert_array_equal(planted_dag_of(out), want.dag)
+    log = pd.read_csv(out / "interactions.tsv.gz", sep="\t")
+    pd.testing.assert_frame_equal(log, want.log, check_dtype=False)
+    import json
+
+    assert json.loads((out / "ground_truth.json").read_text())["config"] == asdict(cfg)
+    with pytest.raises(UserError, match="p_follow"):
+        synthetic.main(["--preset", "planted", "--out", str(tmp_path / "x"), "--p-follow", "0.9"])
+    assert not (tmp_path / "x").exists()
+
+
 def test_every_golem_field_has_a_flag():
     from dataclasses import fields
 
@@ -436,7 +479,8 @@ def test_every_golem_field_has_a_flag():
 
     argv = ["data", "--variant", "nv", "--lambda-1", "0.5", "--lambda-2", "2", "--learning-rate", "0.1",
             "--iterations", "7", "--max-minutes", "3", "--threshold", "0.2", "--scale", "standardize",
-            "--init-std", "0.01", "--seed", "4", "--device", "cuda", "--dtype", "float64", "--log-every", "9"]
+            "--init-std", "0.01", "--seed", "4", "--device", "cuda", "--dtype", "float64", "--log-every", "9",
+            "--tol", "0.001"]
     cfg = config_from_args(GolemConfig, build_parser().parse_args(argv))
     default = GolemConfig()
     assert all(getattr(cfg, f.name) != getattr(default, f.name) for f in fields(GolemConfig))

@@ -361,7 +361,7 @@ def test_fitted_translation_equals_the_fit_through_the_users_vectors():
 # the analysis commands and train (circuits.embed reads its text encoder's modules before parsing: not this test's)
 COMMANDS = ["circuits.train", "circuits.decompose", "circuits.heads", "circuits.pairs", "circuits.evaluate", "circuits.report.__main__",
             "circuits.synthetic", "analyses.order", "analyses.translation", "analyses.same_item",
-            "analyses.diagnostics", "analyses.depth", "analyses.causal"]
+            "analyses.diagnostics", "analyses.depth", "analyses.causal", "analyses.dag_logits"]
 HEAVY = ("torch", "pandas", "plotly", "pyarrow", "duckdb", "faiss", "sentence_transformers", "transformer_lens")
 
 

@@ -260,7 +260,7 @@ def test_the_command_with_both_presets(tmp_path, capsys):
         synthetic.main(["--help"])
     assert done.value.code == 0
     help_small = " ".join(capsys.readouterr().out.split())  # argparse wraps lines at the terminal's width
-    assert "--preset {small,production}" in help_small and "--preset production --help" in help_small
+    assert "--preset {small,production,planted}" in help_small and "--preset production --help" in help_small
     assert "--p-induction" in help_small and "--n-docs" not in help_small
 
     proc = subprocess.run([sys.executable, "-m", "circuits.synthetic", "--preset", "production", "--help"],

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from jaxtyping import Bool, Float
 
+DAG_VALUES = ("weight", "binary")  # how DAG logits read A: GOLEM's weights, or 1 for every edge
+
 
 def topological_order(A: Float[np.ndarray, "d d"]) -> np.ndarray | None:
     """Nodes in an order where every edge i → j has i before j (ties by node index, layer by layer); None if

@@ -78,6 +78,8 @@ class GolemConfig:
     device: str = option("cpu", "torch device: cpu or cuda")
     dtype: str = option("float32", "floating point type of the fit", choices=DTYPES)
     log_every: int = option(100, "iterations between two rows of the loss history")
+    tol: float = option(1e-6, "a stage stops once its score fell by less than tol × |score| over the last "
+                        f"{1000:,} steps (0: never; the paper runs every iteration)")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -86,7 +88,7 @@ class GolemConfig:
             raise UserError(f"unknown scale {self.scale!r} (one of {', '.join(SCALES)})")
         if self.dtype not in DTYPES:
             raise UserError(f"unknown dtype {self.dtype!r} (one of {', '.join(DTYPES)})")
-        for name in ("lambda_2", "max_minutes", "threshold", "init_std"):
+        for name in ("lambda_2", "max_minutes", "threshold", "init_std", "tol"):
             if getattr(self, name) < 0:
                 raise UserError(f"--{name.replace('_', '-')} must be 0 or more, got {getattr(self, name)}")
         if self.lambda_1 is not None and self.lambda_1 < 0:
@@ -105,7 +107,8 @@ class GolemResult:
     """A GOLEM fit. `B` is the optimiser's estimate (diagonal 0); `weights` is B after thresholding and the
     acyclicity step (`dag_cut` > 0 when that step removed edges); `dag` = weights ≠ 0, a DAG. Edge i → j at
     [i, j] throughout (X ≈ X B). `history`: one row per `log_every` iterations and stage (stage, iteration,
-    score, likelihood, l1, h, seconds); `iterations`: steps done per stage; `stopped`: "iterations" or "time".
+    score, likelihood, l1, h, seconds); `iterations`: steps done per stage; `stopped`: "time" if a stage ran out
+    of time, else the last stage's reason: "iterations" or "converged" (`tol`).
     `columns` names the d variables (cluster ids when the columns are clusters)."""
 
     B: Float[np.ndarray, "d d"]
@@ -239,12 +242,19 @@ def stage_budget(max_minutes: float, n_stages: int, stage: int, spent_seconds: f
     return max(0.0, left / (n_stages - stage))
 
 
-def should_stop(iteration: int, iterations: int, elapsed: float, budget: float) -> str | None:
-    """Why a stage stops before its next step, if it does: its steps are done, or its time is up."""
+CONVERGENCE_WINDOW = 1000  # steps between two scores compared by the convergence test
+
+
+def should_stop(iteration: int, iterations: int, elapsed: float, budget: float, score: float | None = None,
+                previous: float | None = None, tol: float = 0.0) -> str | None:
+    """Why a stage stops before its next step, if it does: its steps are done, its time is up, or (`score` now,
+    `previous` = the score `CONVERGENCE_WINDOW` steps ago) it fell by less than tol × |previous| since."""
     if iteration >= iterations:
         return "iterations"
     if elapsed >= budget:
         return "time"
+    if tol > 0 and previous is not None and score is not None and previous - score <= tol * abs(previous):
+        return "converged"
     return None
 
 
@@ -300,9 +310,14 @@ def _optimise(data, n: int, d: int, B0: np.ndarray, cfg: GolemConfig, progress: 
         bar = tqdm(total=cfg.iterations, desc=f"GOLEM-{likelihood.upper()} (d={d})", disable=not progress,
                    leave=False, mininterval=1.0)
         i = 0
+        previous = None
         while True:
             model(data)
-            why = should_stop(i, cfg.iterations, time.perf_counter() - stage_start, budget)
+            check = i > 0 and i % CONVERGENCE_WINDOW == 0
+            score = model.score.item() if check else None
+            why = should_stop(i, cfg.iterations, time.perf_counter() - stage_start, budget, score, previous, cfg.tol)
+            if check:
+                previous = score
             if i % cfg.log_every == 0 or why is not None:
                 row = {"stage": likelihood, "iteration": i, "score": model.score.item(),
                        "likelihood": model.likelihood.item(), "l1": model.L1_penalty.item(), "h": model.h.item(),
@@ -322,7 +337,6 @@ def _optimise(data, n: int, d: int, B0: np.ndarray, cfg: GolemConfig, progress: 
             raise UserError(f"GOLEM-{likelihood.upper()} diverged (score {history[-1]['score']}); lower "
                             "--learning-rate or drop near-constant columns")
         done[likelihood] = i
-        if why == "time":
-            stopped = "time"
+        stopped = "time" if why == "time" or stopped == "time" else why
         B = model.B.detach().cpu().numpy().astype(np.float64)
     return B, history, done, stopped

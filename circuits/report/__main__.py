@@ -14,10 +14,13 @@ def build_parser() -> ArgumentParser:
         description="Write one self-contained HTML file (opens offline): for one run, its run card, rank by "
         "component, top document pairs, head scores, attention patterns and decompositions of chosen test "
         "users; for several runs on the same data, a comparison page; for a depth sweep folder (--sweep), "
-        "NDCG@10 by depth over seeds with the learning curves.",
+        "NDCG@10 by depth over seeds with the learning curves; for a cluster DAG folder (--causal), the DAG.",
     )
     p.add_argument("run_dirs", nargs="*", metavar="RUN_DIR")
     p.add_argument("--sweep", metavar="FOLDER", help="a depth sweep folder written by python -m analyses.depth")
+    p.add_argument("--causal", metavar="FOLDER",
+                   help="a cluster DAG folder written by python -m analyses.causal (and analyses.dag_logits): with "
+                        "one run, a section of its report; alone, a page of its own")
     p.add_argument("--seq-ids", nargs="+", help="user ids to show (default: median, most helped and most hurt "
                    "by the attention layers)")
     p.add_argument("--out", help="HTML path (default reports/<run>.html or reports/compare-<runs>.html)")
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     out = build_report(args.run_dirs, args.out, args.seq_ids, args.top, args.window, args.min_count,
                        args.experiments, progress=not args.quiet, sweep=args.sweep, data=args.data, items=args.items,
-                       eval_users=args.eval_users, eval_seed=args.eval_seed)
+                       eval_users=args.eval_users, eval_seed=args.eval_seed, causal=args.causal)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) in {time.perf_counter() - t0:.1f} s")
     return 0
 

@@ -12,15 +12,16 @@ from tqdm.auto import tqdm
 from circuits import plots
 from circuits.errors import UserError
 from circuits.report import sections as S
-from circuits.report.experiments import TestPass, experiment_sections, sweep_sections
+from circuits.report.experiments import TestPass, causal_section, experiment_sections, sweep_sections
 from circuits.report.page import Section, render
 
 
 def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 10, window: int = 30,
                min_count: int = 10, experiments: bool = False, progress: bool = True, eval_users: int | None = None,
-               eval_seed: int = 0) -> str:
+               eval_seed: int = 0, causal: str | Path | None = None) -> str:
     """The HTML of one run's report (run card, ranks, pairs, heads, attention, decomposition; with
-    `experiments`, also order sensitivity, translation vector and same-item attention). The rank section covers
+    `experiments`, also order sensitivity, translation vector and same-item attention; with `causal`, a cluster DAG
+    folder of `python -m analyses.causal` on the run's data, its section). The rank section covers
     `eval_users` test users (a seeded sample, `eval_seed`; 0 = all; None = `sections.report_eval_users`).
 
     The test split goes through the model once (`last_position.read_split`) for the rank table and, when it
@@ -33,6 +34,7 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
 
     ds = ds or run.dataset()
     users = _check_users(ds, seq_ids) if seq_ids else None  # before any work: an unknown id is one error line
+    dag = causal_section(causal) if causal is not None else None  # likewise a folder that is not a DAG
     steps = tqdm(total=6, desc=f"report {S.run_name(run)}", disable=not progress, leave=False)
     sections = [S.run_card(run)]
     steps.update()
@@ -59,6 +61,8 @@ def run_report(run, ds=None, seq_ids: list[str] | None = None, top_pairs: int = 
     steps.update()
     if experiments:
         sections += experiment_sections(run, ds, shared)
+    if dag is not None:
+        sections.append(dag)
     steps.close()
     cfg = run.config["model"]
     return render(f"{S.run_name(run)}: {cfg['n_layers']}-layer attention-only model",
@@ -128,26 +132,53 @@ def sweep_report(folder: str | Path) -> str:
     return render(f"Depth sweep: {Path(folder).name}", f"report built {_now()}", secs)
 
 
+def causal_report(folder: str | Path) -> str:
+    """The HTML of a cluster DAG folder's page (`python -m analyses.causal`)."""
+    sec = causal_section(folder)
+    return render(f"Cluster DAG: {Path(folder).name}", f"report built {_now()}", [sec])
+
+
+def _check_same_data(run, folder: str | Path) -> None:
+    """A DAG shown in a run's report must come from the run's data (the fingerprint in its summary.json)."""
+    import json
+
+    path = Path(folder) / "summary.json"
+    want = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+    have = run.config["data"]["fingerprint"]
+    if want is not None and want != have:
+        raise UserError(f"the DAG in {folder} was discovered on other data (fingerprint {want}) than the run "
+                        f"{run.path} ({have})")
+
+
 def build_report(run_dirs: list[str | Path], out: str | Path | None = None, seq_ids: list[str] | None = None,
                  top_pairs: int = 10, window: int = 30, min_count: int = 10, experiments: bool = False,
                  progress: bool = True, sweep: str | Path | None = None, data: str | None = None,
-                 items: str | None = None, eval_users: int | None = None, eval_seed: int = 0) -> Path:
+                 items: str | None = None, eval_users: int | None = None, eval_seed: int = 0,
+                 causal: str | Path | None = None) -> Path:
     """Load the runs, build the page (one run: its report; several: a comparison; `sweep`: a depth sweep
-    folder's page), write it to `out`. `data`/`items`: where the runs' data is, if not where they recorded it.
+    folder's page; `causal` alone: a cluster DAG folder's page, with one run: a section of its report), write it
+    to `out`. `data`/`items`: where the runs' data is, if not where they recorded it.
     `eval_users`, `eval_seed`: the rank section's test users (see `run_report`)."""
     from circuits.runs import load_run
 
     runs = [load_run(d) for d in run_dirs]
     ds = runs[0].dataset(data, items) if runs else None
+    if causal is not None and len(runs) > 1:
+        raise UserError("--causal goes with one run directory (a section of its report) or none (a page of its own)")
     if sweep is not None:
-        if runs:
-            raise UserError("give either run directories or --sweep FOLDER, not both")
+        if runs or causal is not None:
+            raise UserError("give either run directories (or --causal FOLDER) or --sweep FOLDER, not both")
         page, default = sweep_report(sweep), f"reports/sweep-{Path(sweep).resolve().name}.html"
+    elif not runs and causal is not None:
+        page, default = causal_report(causal), f"reports/causal-{Path(causal).resolve().name}.html"
     elif not runs:
-        raise UserError("give at least one run directory (or --sweep FOLDER)")
+        raise UserError("give at least one run directory (or --sweep FOLDER, or --causal FOLDER)")
     elif len(runs) == 1:
+        if causal is not None:
+            _check_same_data(runs[0], causal)
         page = run_report(runs[0], ds, seq_ids=seq_ids, top_pairs=top_pairs, window=window, min_count=min_count,
-                          experiments=experiments, progress=progress, eval_users=eval_users, eval_seed=eval_seed)
+                          experiments=experiments, progress=progress, eval_users=eval_users, eval_seed=eval_seed,
+                          causal=causal)
         default = f"reports/{S.run_name(runs[0])}.html"
     else:
         page = comparison_report(runs, ds, seq_ids=seq_ids, window=window, progress=progress, eval_users=eval_users,

@@ -100,3 +100,58 @@ def experiment_sections(run, ds, shared: TestPass | None = None) -> list[Section
     sec.table(same.drop(columns=["run"])).figure(same_item_figure(same))
     out.append(sec)
     return out
+
+
+CAUSAL_EDGES_SHOWN = 60  # strongest edges drawn in the network (all are in the folder's dag_edges.csv)
+
+
+def causal_section(folder, max_edges: int = CAUSAL_EDGES_SHOWN) -> Section:
+    """A cluster DAG folder (`python -m analyses.causal`): what was fitted, the DAG as a network (its strongest
+    `max_edges` edges), the edge table with the training transitions both ways, SHD / TPR / FDR against a planted
+    DAG when there is one, and the DAG-logits table when `python -m analyses.dag_logits` wrote one there."""
+    import json
+    from pathlib import Path
+
+    from circuits import plots
+    from circuits.errors import UserError
+
+    folder = Path(folder)
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        edges = pd.read_csv(folder / "dag_edges.csv", keep_default_na=False,
+                            dtype={"source_name": str, "target_name": str})
+        clusters = pd.read_csv(folder / "clusters.csv", keep_default_na=False, dtype={"name": str})
+    except (OSError, ValueError) as e:
+        raise UserError(f"{folder} is not a cluster DAG folder (python -m analyses.causal): {type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}") from None
+    g, c = summary["golem"], summary["clusters"]
+    sec = Section("Causal discovery: cluster DAG", anchor="causal")
+    sec.text(f"GOLEM-{g['config']['variant'].upper()} ({sum(g['iterations'].values()):,} steps, {g['seconds']:.0f} s, "
+             f"stopped: {g['stopped']}) on the {summary['matrix']} user × cluster matrix of {summary['data']}'s "
+             f"training parts ({summary['users']:,} users × {c['k']} clusters by {c['method']}; "
+             f"{summary['fitted_clusters']} fitted), edges kept above |weight| {g['threshold']}: {len(edges)} edges, "
+             f"acyclic: {summary['is_dag']}. An edge a → b says that reading b is explained by reading a across users; "
+             "the matrix has no order in it, so the transition counts (a then b, and b then a, in the training "
+             "sequences) show whether users actually move that way.")
+    planted = summary.get("planted")
+    if planted:
+        sec.text(f"Against the planted cluster DAG ({planted['true_edges']} edges): SHD {planted['shd']}, "
+                 f"TPR {planted['tpr']:.3f}, FDR {planted['fdr']:.3f} ({planted['reversed']} found reversed).")
+    if len(edges):
+        shown = edges.head(max_edges)
+        more = f", the {max_edges} strongest of {len(edges)}" if len(edges) > max_edges else ""
+        sec.figure(plots.dag_network(shown, clusters, title=f"Cluster DAG ({len(shown)} edges{more})"))
+        sec.table(edges.head(20)[["source_name", "target_name", "weight", "transitions", "reverse_transitions"]]
+                  .rename(columns={"source_name": "cause", "target_name": "effect"}), float_format="{:+.3f}")
+    else:
+        sec.text("No edge above the threshold.")
+    logits = folder / "dag_logits.csv"
+    if logits.exists():
+        table = pd.read_csv(logits)
+        meta = json.loads((folder / "dag_logits.json").read_text()) if (folder / "dag_logits.json").exists() else {}
+        sec.heading("DAG logits")
+        sec.text(f"Next-item scores + w · A[cluster(last item), cluster(candidate)], ranked over all items "
+                 f"({meta.get('protocol', 'full ranking')}); w chosen on validation NDCG@10 or, for a model, learned "
+                 "on training targets; Δ = paired test difference to w = 0 with its standard error over users.")
+        sec.table(table)
+    return sec
