@@ -13,6 +13,9 @@ included: these users re-read items) of the Markov baseline and the 0-layer mode
 them (weight chosen on validation; learned for the model), the paired difference and its standard error.
 
     python benchmarks/dag_logits.py --work /tmp/dag-logits --items-per-cluster 10 100 --users 500 2000
+
+Data and GOLEM settings as in benchmarks/causal_recovery.py (journeys of 5–15 steps, p_follow 0.7, p_stay 0.2;
+GOLEM-EV, 3,000 steps at learning rate 0.01), so the discovered DAGs are the ones whose recovery it reports.
 """
 
 from __future__ import annotations
@@ -33,10 +36,10 @@ def setting(work: Path, items: int, users: int, order: str, args) -> list[dict]:
     d = work / f"i{items}-u{users}-{order}"
     sh("-m", "circuits.synthetic", "--preset", "planted", "--out", str(d), "--n-clusters", str(args.clusters),
        "--items-per-cluster", str(items), "--n-users", str(users), "--order", order, "--p-follow", "0.7",
-       "--p-stay", "0.2", "--seed", str(args.seed))
+       "--p-stay", "0.2", "--min-length", "5", "--max-length", "15", "--seed", str(args.seed))
     sh("-m", "circuits.train", "--layers", "0", "--data", str(d), "--out", str(d / "run-L0"), "--overwrite", "--quiet")
     sh("-m", "analyses.causal", str(d), "--labels", "cluster", "--out", str(d / "dag"), "--iterations",
-       str(args.iterations), "--quiet")
+       str(args.iterations), "--learning-rate", str(args.lr), "--quiet")
     planted = json.loads((d / "dag" / "summary.json").read_text()).get("planted", {})
     rows = []
     for dag, out in (("discovered", d / "dag"), ("planted", d / "dag-planted")):
@@ -56,7 +59,8 @@ def main() -> None:
     p.add_argument("--items-per-cluster", type=int, nargs="+", default=[10, 100])
     p.add_argument("--users", type=int, nargs="+", default=[500, 2000])
     p.add_argument("--orders", nargs="+", default=["planted", "shuffled"])
-    p.add_argument("--iterations", type=int, default=5000, help="GOLEM steps (default 5000)")
+    p.add_argument("--iterations", type=int, default=3000, help="GOLEM steps (default 3000, as causal_recovery.py)")
+    p.add_argument("--lr", type=float, default=1e-2, help="GOLEM learning rate (default 0.01, as causal_recovery.py)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     work = Path(args.work)
