@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                          "test_delta_NDCG@10": delta, "test_delta_se": se})
     table, grid = pd.DataFrame(rows), pd.DataFrame(grid_rows)
     summary = {"dag": "planted" if args.dag == "planted" else str(folder), "source": str(args.source), "data": ds.name, "fingerprint": ds.fingerprint,
-               "values": args.values, "policy": policy, "protocol": f"full/{policy}",
+               "values": "binary (the planted truth)" if args.dag == "planted" else args.values, "policy": policy, "protocol": f"full/{policy}",
                "clusters": int(len(adjacency)), "edges": int((adjacency != 0).sum()),
                "users": {s: len(sp) for s, sp in splits.items()}, "learned": fits,
                "rows": table.to_dict(orient="records")}

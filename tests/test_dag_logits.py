@@ -133,20 +133,28 @@ def test_command_scores_markov_and_the_model_with_and_without_dag_logits(planted
     out = tmp_path / "truth"
     assert dag_logits.main(["planted", str(data), "--out", str(out)]) == 0
     truth = json.loads((out / "dag_logits.json").read_text())
-    assert truth["dag"] == "planted" and truth["edges"] == int(json.loads((data / "ground_truth.json").read_text())
-                                                               ["cluster_dag"].__len__())
+    planted_edges = len(json.loads((data / "ground_truth.json").read_text())["cluster_dag"])
+    assert truth["dag"] == "planted" and truth["edges"] == planted_edges
     assert [r["system"] for r in truth["rows"]] == ["markov", "markov"]
 
 
-def test_command_bad_input_is_one_error_and_writes_nothing(planted_run, tmp_path):
-    from analyses import causal, dag_logits
+def dag_of_other_data(tmp_path):
+    """A DAG folder discovered on other planted data than `planted_run`'s."""
+    from analyses import causal
     from circuits.synthetic import main as synthetic_main
 
-    data, run = planted_run
     other = tmp_path / "other"
     synthetic_main(["--preset", "planted", "--out", str(other), "--n-clusters", "4", "--n-users", "50"])
     dag = tmp_path / "dag-other"
     causal.main([str(other), "--labels", "cluster", "--iterations", "50", "--quiet", "--out", str(dag)])
+    return dag
+
+
+def test_command_bad_input_is_one_error_and_writes_nothing(planted_run, tmp_path):
+    from analyses import dag_logits
+
+    data, run = planted_run
+    dag = dag_of_other_data(tmp_path)
     before = sorted(p.name for p in dag.iterdir())
     with pytest.raises(UserError, match="discovered on other data"):
         dag_logits.main([str(dag), str(run.path)])
@@ -214,15 +222,10 @@ def test_causal_page_and_run_section_in_a_real_browser(planted_run, tmp_path):
 
 
 def test_report_with_a_dag_refuses_mismatches(planted_run, tmp_path):
-    from analyses import causal
     from circuits.report.build import build_report
-    from circuits.synthetic import main as synthetic_main
 
     data, run = planted_run
-    other = tmp_path / "other"
-    synthetic_main(["--preset", "planted", "--out", str(other), "--n-clusters", "4", "--n-users", "50"])
-    dag = tmp_path / "dag-other"
-    causal.main([str(other), "--labels", "cluster", "--iterations", "50", "--quiet", "--out", str(dag)])
+    dag = dag_of_other_data(tmp_path)
     with pytest.raises(UserError, match="discovered on other data"):
         build_report([run.path], tmp_path / "a.html", causal=dag, progress=False)
     with pytest.raises(UserError, match="one run directory"):
