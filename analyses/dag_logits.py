@@ -90,13 +90,6 @@ def load_source(args):
     return None, load_dataset(args.source, **data_options(args))
 
 
-def dag_fingerprint(folder: Path) -> str | None:
-    import json
-
-    path = folder / "summary.json"
-    return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
-
-
 def paired(ranks, base, k: int = 10) -> tuple[float, float]:
     """Mean and standard error over users of NDCG@k(ranks) − NDCG@k(base)."""
     import numpy as np
@@ -114,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from circuits.causal.dag_logits import WEIGHT_GRID, DagTerm, aligned_item_cluster, fit_dag_weight, weight_ranks
-    from circuits.causal.discovery import load_cluster_dag
+    from circuits.causal.discovery import dag_fingerprint, load_cluster_dag
     from circuits.scoring.baselines import baseline_scorer
     from circuits.scoring.evaluator import model_scorer, resolve_seen_policy
     from circuits.scoring.metrics import metrics_from_ranks

@@ -149,6 +149,12 @@ def _json_default(x):
     return str(x)
 
 
+def dag_fingerprint(folder: str | Path) -> str | None:
+    """The fingerprint of the data a DAG folder was discovered on (its summary.json), None where it has none."""
+    path = Path(folder) / "summary.json"
+    return json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+
+
 def load_cluster_dag(folder: str | Path) -> tuple[Float[np.ndarray, "k k"], np.ndarray, np.ndarray, pd.DataFrame]:
     """(adjacency [k, k], item_cluster [d_vocab], item_ids [d_vocab], cluster table) from a folder written by
     `save_cluster_dag`: what a report section or a DAG-logits component needs."""

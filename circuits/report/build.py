@@ -140,10 +140,9 @@ def causal_report(folder: str | Path) -> str:
 
 def _check_same_data(run, folder: str | Path) -> None:
     """A DAG shown in a run's report must come from the run's data (the fingerprint in its summary.json)."""
-    import json
+    from circuits.causal.discovery import dag_fingerprint
 
-    path = Path(folder) / "summary.json"
-    want = json.loads(path.read_text()).get("fingerprint") if path.exists() else None
+    want = dag_fingerprint(folder)
     have = run.config["data"]["fingerprint"]
     if want is not None and want != have:
         raise UserError(f"the DAG in {folder} was discovered on other data (fingerprint {want}) than the run "
