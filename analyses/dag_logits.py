@@ -60,6 +60,7 @@ def planted_dag(run, ds, source: str, data: str | None = None):
     import numpy as np
     import pandas as pd
 
+    from circuits.causal.clusters import clusters_by_id
     from circuits.causal.planted import planted_dag_of
 
     folder = Path(run.data_source(data) if run is not None else source).expanduser()
@@ -69,9 +70,7 @@ def planted_dag(run, ds, source: str, data: str | None = None):
         raise UserError(f"{folder} has no planted cluster DAG (ground_truth.json with cluster_dag, items.tsv): "
                         "'planted' is for data written by python -m circuits.synthetic --preset planted")
     table = pd.read_csv(items, sep="\t", dtype={"item_id": str})
-    by_id = dict(zip(table["item_id"], table["cluster"].astype(np.int64)))
-    item_cluster = np.array([-1] + [by_id.get(i, -1) for i in ds.item_ids[1:]], dtype=np.int64)
-    return truth.astype(np.float64), item_cluster
+    return truth.astype(np.float64), clusters_by_id(table["item_id"], table["cluster"], ds)
 
 
 def load_source(args):
@@ -106,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import pandas as pd
 
-    from circuits.causal.dag_logits import WEIGHT_GRID, DagTerm, aligned_item_cluster, fit_dag_weight, weight_ranks
+    from circuits.causal.clusters import clusters_by_id
+    from circuits.causal.dag_logits import WEIGHT_GRID, DagTerm, fit_dag_weight, weight_ranks
     from circuits.causal.discovery import dag_fingerprint, load_cluster_dag
     from circuits.scoring.baselines import baseline_scorer
     from circuits.scoring.evaluator import model_scorer, resolve_seen_policy
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if want is not None and want != ds.fingerprint:
             raise UserError(f"the DAG in {folder} was discovered on other data (fingerprint {want}) than {ds.name} "
                             f"({ds.fingerprint}): DAG logits must come from the same training split")
-        item_cluster = aligned_item_cluster(item_ids, item_cluster, ds)
+        item_cluster = clusters_by_id(item_ids[1:], item_cluster[1:], ds)  # row 0: padding
     term = DagTerm(adjacency, item_cluster, args.values)
     if run is not None:
         policy = args.seen_policy or run.config["train"].get("resolved_seen_policy", "auto")
@@ -141,29 +141,30 @@ def main(argv: list[str] | None = None) -> int:
         systems[f"model ({run.model.cfg.n_layers} layers)"] = lambda split: model_scorer(run.model, split)
     rows, grid_rows, fits = [], [], {}
     for name, make in systems.items():
-        ranks = {s: weight_ranks(make(sp), term, sp, WEIGHT_GRID, policy) for s, sp in splits.items()}
+        weights = WEIGHT_GRID
+        if name != "markov":  # the learned weight is ranked in the same pass as the grid
+            fits[name] = fit_dag_weight(run.model, ds, term, windows=args.fit_windows, seed=args.seed)
+            weights = WEIGHT_GRID + (fits[name]["weight"],)
+        ranks = {s: weight_ranks(make(sp), term, sp, weights, policy) for s, sp in splits.items()}
         ndcg = {s: [metrics_from_ranks(r)["NDCG@10"] for r in ranks[s]] for s in ranks}
         for i, w in enumerate(WEIGHT_GRID):
             grid_rows.append({"system": name, "weight": w, "valid_NDCG@10": ndcg["valid"][i],
                               "test_NDCG@10": ndcg["test"][i]})
-        chosen = int(np.argmax(ndcg["valid"]))  # the first best: w = 0 (the grid's first) wins ties
+        chosen = int(np.argmax(ndcg["valid"][: len(WEIGHT_GRID)]))  # the first best: w = 0 (the grid's first) wins ties
         rules = [("none", 0), ("chosen on validation", chosen)]
-        extra = {}
-        if name != "markov":
-            fit = fit_dag_weight(run.model, ds, term, windows=args.fit_windows, seed=args.seed)
-            fits[name] = fit
-            extra = {s: weight_ranks(make(sp), term, sp, (fit["weight"],), policy)[0] for s, sp in splits.items()}
-        for rule, i in rules + ([("learned", None)] if extra else []):
-            r = {s: (ranks[s][i] if i is not None else extra[s]) for s in splits}
-            w = WEIGHT_GRID[i] if i is not None else fits[name]["weight"]
-            mv, mt = metrics_from_ranks(r["valid"]), metrics_from_ranks(r["test"])
-            delta, se = paired(r["test"], ranks["test"][0])
-            rows.append({"system": name, "weight_rule": rule, "weight": w, "valid_NDCG@10": mv["NDCG@10"],
+        if name in fits:
+            rules.append(("learned", len(WEIGHT_GRID)))
+        for rule, i in rules:
+            mv, mt = metrics_from_ranks(ranks["valid"][i]), metrics_from_ranks(ranks["test"][i])
+            delta, se = paired(ranks["test"][i], ranks["test"][0])
+            rows.append({"system": name, "weight_rule": rule, "weight": weights[i], "valid_NDCG@10": mv["NDCG@10"],
                          "test_NDCG@10": mt["NDCG@10"], "test_HR@10": mt["HR@10"],
                          "test_delta_NDCG@10": delta, "test_delta_se": se})
     table, grid = pd.DataFrame(rows), pd.DataFrame(grid_rows)
-    summary = {"dag": "planted" if args.dag == "planted" else str(folder), "source": str(args.source), "data": ds.name, "fingerprint": ds.fingerprint,
-               "values": "binary (the planted truth)" if args.dag == "planted" else args.values, "policy": policy, "protocol": f"full/{policy}",
+    planted = args.dag == "planted"
+    summary = {"dag": "planted" if planted else str(folder), "source": str(args.source), "data": ds.name,
+               "fingerprint": ds.fingerprint, "values": "binary (the planted truth)" if planted else args.values,
+               "policy": policy, "protocol": f"full/{policy}",
                "clusters": int(len(adjacency)), "edges": int((adjacency != 0).sum()),
                "users": {s: len(sp) for s, sp in splits.items()}, "learned": fits,
                "rows": table.to_dict(orient="records")}

@@ -149,6 +149,14 @@ def label_clusters(ds: SequenceDataset, labels: dict[str, str], what: str = "lab
                     {"source": what, "k": len(uniq), "unlabelled_items": int((~has[1:]).sum())})
 
 
+def clusters_by_id(ids, clusters, ds: SequenceDataset) -> Int[np.ndarray, " d_vocab"]:
+    """The cluster of each vocabulary index of `ds` from pairs (item id, cluster): a DAG folder's item_clusters, a
+    planted item table; padding and items without a pair get −1 (matched by id, so clusters made on one
+    vocabulary fit another of the same log)."""
+    by_id = dict(zip(np.asarray(ids, dtype=str), np.asarray(clusters, dtype=np.int64)))
+    return np.array([-1] + [int(by_id.get(i, -1)) for i in ds.item_ids[1:]], dtype=np.int64)
+
+
 def first_label(value) -> str:
     """A multi-valued label ("Animation, Children's, Comedy", MovieLens genres as the readers give them) → its
     first value ("Animation"); anything else as a string; missing → ""."""

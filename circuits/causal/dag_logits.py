@@ -155,10 +155,3 @@ def fit_dag_weight(model: AttnOnlyTransformer, ds: SequenceDataset, term: DagTer
     model.train(was_training)
     return {"weight": w, "loss_at_0": loss0, "loss": loss, "iterations": steps, "targets": n}
 
-
-def aligned_item_cluster(dag_item_ids: np.ndarray, item_cluster: Int[np.ndarray, " n"], ds: SequenceDataset
-                         ) -> Int[np.ndarray, " d_vocab"]:
-    """The cluster of each vocabulary index of `ds` from a DAG folder's (item_ids, item_cluster) (padding and
-    items the DAG did not have: −1), matched by item id, so a DAG from the same log fits any run on it."""
-    by_id = dict(zip(np.asarray(dag_item_ids, dtype=str)[1:], np.asarray(item_cluster)[1:]))
-    return np.array([-1] + [int(by_id.get(i, -1)) for i in ds.item_ids[1:]], dtype=np.int64)

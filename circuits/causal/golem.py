@@ -29,6 +29,7 @@ the one on X by the constant d/2 · log n (same minimiser, same gradients).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 import time
@@ -53,6 +54,7 @@ DTYPES = ("float32", "float64")
 PAPER_LAMBDA_1 = {"ev": 2e-2, "nv": 2e-3}
 ONE_THREAD_BELOW = 128  # CPU fits with fewer variables run in one thread
 GOLEM_MODEL_FILE = "algorithms/gradient/notears/torch/golem_utils/golem_model.py"
+CONVERGENCE_WINDOW = 1000  # steps between two scores compared by the convergence test
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class GolemConfig:
     dtype: str = option("float32", "floating point type of the fit", choices=DTYPES)
     log_every: int = option(100, "iterations between two rows of the loss history")
     tol: float = option(1e-6, "a stage stops once its score fell by less than tol × |score| over the last "
-                        f"{1000:,} steps (0: never; the paper runs every iteration)")
+                        f"{CONVERGENCE_WINDOW:,} steps (0: never; the paper runs every iteration)")
 
     def __post_init__(self) -> None:
         if self.variant not in VARIANTS:
@@ -147,8 +149,9 @@ class GolemResult:
 
 # --- gcastle's objective ------------------------------------------------------------------------------------
 
+@functools.cache
 def golem_model_class():
-    """gcastle's `GolemModel`, loaded from its file (module docstring: why not through the package)."""
+    """gcastle's `GolemModel`, loaded from its file once (module docstring: why not through the package)."""
     spec = importlib.util.find_spec("castle")  # finds the package without running its __init__
     path = Path(spec.submodule_search_locations[0]) / GOLEM_MODEL_FILE if spec and spec.submodule_search_locations else None
     if path is None or not path.exists():
@@ -159,13 +162,8 @@ def golem_model_class():
     return module.GolemModel
 
 
-_GOLEM_MODEL: list = []
-
-
 def _golem_model(*args, **kwargs):
-    if not _GOLEM_MODEL:
-        _GOLEM_MODEL.append(golem_model_class())
-    return _GOLEM_MODEL[0](*args, **kwargs)
+    return golem_model_class()(*args, **kwargs)
 
 
 def golem_score(B: Float[np.ndarray, "d d"], X: Float[np.ndarray, "n d"], lambda_1: float, lambda_2: float,
@@ -240,9 +238,6 @@ def stage_budget(max_minutes: float, n_stages: int, stage: int, spent_seconds: f
         return math.inf
     left = max_minutes * 60 - spent_seconds
     return max(0.0, left / (n_stages - stage))
-
-
-CONVERGENCE_WINDOW = 1000  # steps between two scores compared by the convergence test
 
 
 def should_stop(iteration: int, iterations: int, elapsed: float, budget: float, score: float | None = None,

@@ -93,8 +93,9 @@ class PlantedData:
 
     def item_cluster(self, ds: SequenceDataset) -> Int[np.ndarray, " d_vocab"]:
         """The true cluster of each vocabulary index of `ds` (−1 for padding)."""
-        cluster = dict(zip(self.items["item_id"], self.items["cluster"]))
-        return np.array([-1] + [cluster[i] for i in ds.item_ids[1:]], dtype=np.int64)
+        from circuits.causal.clusters import clusters_by_id
+
+        return clusters_by_id(self.items["item_id"], self.items["cluster"], ds)
 
 
 def planted_walks(cfg: PlantedConfig, dag: Bool[np.ndarray, "k k"], rng: np.random.Generator

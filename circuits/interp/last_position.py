@@ -104,8 +104,8 @@ class LastPosition:
             n = self.real.shape[1]
             cfg = self.model.cfg
             bucket = time_buckets(self.times, cfg.time_buckets, last_query=True) if cfg.uses_time else None
-            self._static[layer] = self.model.blocks[layer].attn.static_scores(n, bucket, last_query=True)[:, :, -1]
-            self._static[layer] = self._static[layer].detach()
+            scores = self.model.blocks[layer].attn.static_scores(n, bucket, last_query=True)
+            self._static[layer] = scores[:, :, -1].detach()
         return self._static[layer]
 
 
