@@ -8,10 +8,14 @@ and peak memory of each discovery (user × cluster matrix + GOLEM + thresholding
   come from the order;
 - `independent`: clusters permuted across all interactions: the same frequencies and lengths, no structure.
 
+The `binary` and `counts` matrices of `planted` and `shuffled` are the same; `--matrix transitions` (arrivals
+into each cluster) differs between them, so it is the one that can tell an order from a co-occurrence.
+
 Edges are scored at the paper's threshold 0.3 and at 0.1 (weights between binary columns are regression
 coefficients between 0/1 variables, far smaller than the paper's Gaussian weights in ±[0.5, 2]).
 
     python benchmarks/causal_recovery.py --clusters 20 50 --users 2000 10000 --iterations 3000
+    python benchmarks/causal_recovery.py --clusters 20 50 --users 2000 10000 --iterations 3000 --matrix transitions
 """
 
 from __future__ import annotations
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--variant", default="ev", choices=["ev", "nv", "nv-warm"])
-    p.add_argument("--matrix", default="binary", choices=["binary", "counts"])
+    p.add_argument("--matrix", default="binary", choices=["binary", "counts", "transitions"],
+                   help="user × cluster matrix kind (circuits.causal.matrix); only transitions sees the order")
     p.add_argument("--min-length", type=int, default=5)
     p.add_argument("--max-length", type=int, default=15)
     p.add_argument("--seed", type=int, default=0)

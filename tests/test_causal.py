@@ -262,6 +262,7 @@ def test_user_cluster_matrix_and_transitions_against_a_per_user_loop():
     item_cluster = np.array([-1, 0, 1, 0, 2, -1, 1])  # pad, a, b, c, d, e (none), f
     k = 3
     counts = np.zeros((ds.n_users, k))
+    arrivals = np.zeros((ds.n_users, k))
     trans = np.zeros((k, k), dtype=np.int64)
     for u, seq in enumerate(ds.train_sequences()):  # the obvious loop over the training parts
         cl = [item_cluster[i] for i in seq]
@@ -271,9 +272,13 @@ def test_user_cluster_matrix_and_transitions_against_a_per_user_loop():
         for a, b in zip(cl[:-1], cl[1:]):
             if a >= 0 and b >= 0:
                 trans[a, b] += 1
+            if b >= 0 and a != b:
+                arrivals[u, b] += 1
     np.testing.assert_array_equal(user_cluster_matrix(ds, item_cluster, k, "counts").toarray(), counts)
     np.testing.assert_array_equal(user_cluster_matrix(ds, item_cluster, k, "binary").toarray(), counts > 0)
+    np.testing.assert_array_equal(user_cluster_matrix(ds, item_cluster, k, "transitions").toarray(), arrivals)
     np.testing.assert_array_equal(cluster_transitions(ds, item_cluster, k).toarray(), trans)
+    assert arrivals[4].tolist() == [1, 1, 0]  # u5: f a f b = clusters 1 0 1 1: into 0, into 1, then a stay
     # training parts: u1 a | u2 a b | u3 c | u4 a b c | u5 f a f b (the last two of users with ≥ 3 held out)
     assert counts.sum() == 11 and counts[4].tolist() == [1, 3, 0]
 

@@ -1,6 +1,7 @@
 """Train tiny 0/1/2-layer models through the CLIs in seconds, evaluate them, and check the run directory."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -117,6 +118,22 @@ def test_plateau_decay_and_checkpoint_follow_the_validation_scores(journeys, tmp
     assert run.epochs["lr"].tolist() == pytest.approx([0.01] * 4 + [0.005] * 4 + [0.0025])
     assert run.epochs["valid_NDCG@10"].tolist() == [0.10, 0.20, 0.20, 0.20, 0.20, 0.30, 0.30, 0.30, 0.30]
     assert run.metrics["training"]["best_epoch"] == 5 and run.metrics["training"]["stopped_by"] == "epochs"
+
+
+def test_cosine_schedule_anneals_over_the_epochs_steps_and_never_decays_on_plateaus(journeys, tmp_path, monkeypatch):
+    """Without a time budget, `--schedule cosine` follows the steps of --epochs: the lr logged after each epoch is
+    the half cosine at that epoch's last step; the flat scores would have fired the plateau decay (which the cosine leaves alone)."""
+    import circuits.training.loop as loop
+
+    monkeypatch.setattr(loop, "validate", lambda *a, **kw: {"HR@10": 0.5, "NDCG@10": 0.2, "MRR@10": 0.1})
+    run_train(journeys, tmp_path / "c", 0, "--schedule", "cosine", "--epochs", "5", "--patience", "9", "--lr", "0.01",
+              "--min-lr", "0.001", "--decay-patience", "1")
+    run = load_run(tmp_path / "c")
+    n = int(run.epochs["steps"].iloc[0])
+    last_step = [(e + 1) * n - 1 for e in range(5)]
+    expected = [0.001 + 0.009 * (1 + math.cos(math.pi * s / (5 * n))) / 2 for s in last_step]
+    assert run.epochs["lr"].tolist() == pytest.approx(expected)
+    assert run.config["train"]["schedule"] == "cosine"
 
 
 def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys):

@@ -1,14 +1,19 @@
 """The training rules as pure functions, against hand-worked sequences."""
 
+import math
+
 import numpy as np
+import pytest
 
 from circuits.training.schedule import (
+    cosine_scale,
     decay_due,
     decayed_scale,
     is_improvement,
     learning_rate,
     length_batches,
     stop_reason,
+    training_progress,
 )
 
 
@@ -47,6 +52,21 @@ def test_decay_stops_at_the_floor_and_never_raises_the_rate():
     assert np.allclose(lrs, [1.5e-3, 4.5e-4, 1.35e-4, 1e-4, 1e-4])
     assert decayed_scale(1.0, 0.3, base_lr=5e-5, min_lr=1e-4) == 1.0  # base below the floor: stays
     assert decayed_scale(1.0, 0.3, base_lr=5e-3, min_lr=0.0) == 0.3  # no floor
+
+
+def test_cosine_goes_from_the_base_rate_to_the_floor_through_the_midpoint():
+    base, floor = 5e-3, 1e-4
+    lrs = [base * cosine_scale(p, base, floor) for p in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, -1.0)]
+    mid = (base + floor) / 2
+    half = (base - floor) / 2 * math.cos(math.pi / 4)
+    assert lrs == pytest.approx([base, mid + half, mid, mid - half, floor, floor, base])
+    assert cosine_scale(0.7, base_lr=5e-5, min_lr=1e-4) == 1.0  # base below the floor: stays
+
+
+def test_progress_is_the_budget_spent_or_the_steps_done():
+    assert training_progress(90.0, max_minutes=3, step=5, total_steps=10) == 0.5  # the clock, not the steps
+    assert training_progress(400.0, max_minutes=3, step=5, total_steps=10) == 1.0
+    assert training_progress(90.0, max_minutes=0, step=5, total_steps=20) == 0.25
 
 
 def test_stop_reason():

@@ -2,9 +2,13 @@
 last two items of users with ≥ 3 interactions are validation and test targets; see `circuits.data.sequences`).
 
 - `binary` (the story's): X[u, c] = 1 if user u touched any item of cluster c in training;
-- `counts`: X[u, c] = how many of u's training interactions fell in cluster c.
+- `counts`: X[u, c] = how many of u's training interactions fell in cluster c;
+- `transitions` (transition counts): X[u, c] = how many of u's consecutive training pairs move *into* c from
+  another cluster (the user's row of the cluster transition counts, off the diagonal, summed over the source):
+  visits of c that begin a run, so a stay in c counts once, wherever it starts.
 
-Both ignore the order of a user's interactions (a shuffled history gives the same row); the order lives in
+`binary` and `counts` ignore the order of a user's interactions (a shuffled history gives the same row);
+`transitions` does not (a shuffled history has more, shorter runs). The order across users lives in
 `cluster_transitions`: T[a, b] = consecutive training pairs (item of a → item of b), across every user.
 Built from the flat arrays (`items`, `offsets`) with numpy and scipy.sparse, no per-user loop.
 """
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
 
     from circuits.data.sequences import SequenceDataset
 
-MATRIX_KINDS = ("binary", "counts")
+MATRIX_KINDS = ("binary", "counts", "transitions")
 
 
 def user_cluster_matrix(ds: SequenceDataset, item_cluster: Int[np.ndarray, " d_vocab"], n_clusters: int,
@@ -33,8 +37,17 @@ def user_cluster_matrix(ds: SequenceDataset, item_cluster: Int[np.ndarray, " d_v
     if kind not in MATRIX_KINDS:
         raise ValueError(f"unknown matrix kind {kind!r} ({', '.join(MATRIX_KINDS)})")
     item_cluster = np.asarray(item_cluster, dtype=np.int64)
+    user_of = np.repeat(np.arange(ds.n_users, dtype=np.int64), ds.lengths)
+    if kind == "transitions":
+        ok = ds.train_transition_mask()  # pair (i, i + 1) belongs to the user of item i
+        a, b = item_cluster[ds.items[:-1][ok]], item_cluster[ds.items[1:][ok]]
+        arrive = (a != b) & (b >= 0)
+        X = sp.csr_matrix((np.ones(int(arrive.sum())), (user_of[:-1][ok][arrive], b[arrive])),
+                          shape=(ds.n_users, n_clusters))
+        X.sum_duplicates()
+        return X
     keep = ds.train_mask()
-    users = np.repeat(np.arange(ds.n_users, dtype=np.int64), ds.lengths)[keep]
+    users = user_of[keep]
     cluster = item_cluster[ds.items[keep]]
     users, cluster = users[cluster >= 0], cluster[cluster >= 0]
     X = sp.csr_matrix((np.ones(len(users)), (users, cluster)), shape=(ds.n_users, n_clusters))

@@ -28,6 +28,7 @@ from circuits.scoring.metrics import evaluate_split
 from circuits.training.distributed import Ranks
 from circuits.training.loss import negative_log_q, next_item_loss
 from circuits.training.schedule import (
+    cosine_scale,
     decay_due,
     decayed_scale,
     epoch_batches,
@@ -35,6 +36,7 @@ from circuits.training.schedule import (
     learning_rate,
     length_batches,
     stop_reason,
+    training_progress,
 )
 
 
@@ -218,6 +220,10 @@ def train(
         trainer = torch.nn.parallel.DistributedDataParallel(step_loss, broadcast_buffers=False)
     steps_per_epoch = cfg.steps_per_epoch or len(length_batches(lengths, cfg.batch_size, np.random.default_rng(0)))
     step = start_epoch * steps_per_epoch
+    # cosine under a budget: the clock at each step is estimated from the elapsed time at the epoch's start and the
+    # last epoch's seconds per step (figures every rank got from rank 0), so all ranks take the same lr
+    cosine = cfg.schedule == "cosine"
+    seconds_per_step = 0.0
     model.train()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train L{model_cfg.n_layers}", unit="epoch",
                disable=not (progress and main), initial=start_epoch, total=cfg.epochs)
@@ -228,7 +234,10 @@ def train(
         batches = epoch_batches(lengths, cfg.batch_size, cfg.seed, epoch, cfg.steps_per_epoch)
         steps = tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False,
                      disable=not (progress and main) or len(batches) < 500)
-        for idx in steps:
+        for i, idx in enumerate(steps):
+            if cosine:
+                lr_scale = cosine_scale(training_progress(elapsed + i * seconds_per_step, cfg.max_minutes, step,
+                                                          cfg.epochs * steps_per_epoch), cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
                 g["lr"] = learning_rate(cfg.lr, step, cfg.warmup_steps, lr_scale)
             loss = _step_loss(trainer, ds, model_cfg, (users, backs, lengths), idx, ranks, n_neg, log_q, pop_log_q)
@@ -239,8 +248,10 @@ def train(
         step_seconds = time.perf_counter() - t0
         step_loss.sync()
         # rank 0 validates and times; every rank takes the same decisions from its figures
+        epoch_start = elapsed
         m, elapsed, step_seconds = ranks.broadcast((validate(model, valid, ds.d_vocab, policy) if main else None,
                                                     elapsed + time.perf_counter() - t0, step_seconds))
+        seconds_per_step = (elapsed - epoch_start) / max(n_batches, 1)
         row = {"epoch": epoch, "loss": ranks.sum(total) / ranks.world / n_batches, "minutes": elapsed / 60,
                "lr": cfg.lr * lr_scale, **{f"valid_{k}": v for k, v in m.items() if k.endswith("@10")},
                "steps": n_batches, "step_seconds": step_seconds}
@@ -253,7 +264,7 @@ def train(
                 save_weights(model, part / "model.safetensors")
         if is_improvement(m["NDCG@10"], progress_at["NDCG@10"], cfg.min_delta):
             progress_at = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
-        if decay_due(epoch, progress_at["epoch"], last_decay, cfg.decay_patience):
+        if not cosine and decay_due(epoch, progress_at["epoch"], last_decay, cfg.decay_patience):
             lr_scale = decayed_scale(lr_scale, cfg.decay_factor, cfg.lr, cfg.min_lr)
             last_decay = epoch
         if main:

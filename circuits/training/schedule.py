@@ -5,12 +5,29 @@ Kept out of the loop so each can be tested (and plotted) on its own.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def learning_rate(base_lr: float, step: int, warmup_steps: int, scale: float = 1.0) -> float:
     """Linear warm-up over the first `warmup_steps` steps, times the plateau scale."""
     return base_lr * scale * min(1.0, (step + 1) / max(warmup_steps, 1))
+
+
+def training_progress(elapsed_s: float, max_minutes: float, step: int, total_steps: int) -> float:
+    """How far a cosine-scheduled run is, 0 → 1: the share of the time budget spent, or without one the share of
+    the steps of `--epochs` done."""
+    if max_minutes > 0:
+        return min(1.0, elapsed_s / (max_minutes * 60))
+    return min(1.0, step / max(total_steps, 1))
+
+
+def cosine_scale(progress: float, base_lr: float, min_lr: float) -> float:
+    """The lr factor of cosine annealing: 1 at progress 0, min_lr / base_lr at 1 (half a cosine between; a
+    base rate under the floor stays as it is)."""
+    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
 def is_improvement(value: float, reference: float, min_delta: float) -> bool:
