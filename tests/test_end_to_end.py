@@ -122,7 +122,8 @@ def test_plateau_decay_and_checkpoint_follow_the_validation_scores(journeys, tmp
 
 def test_cosine_schedule_anneals_over_the_epochs_steps_and_never_decays_on_plateaus(journeys, tmp_path, monkeypatch):
     """Without a time budget, `--schedule cosine` follows the steps of --epochs: the lr logged after each epoch is
-    the half cosine at that epoch's last step; the flat scores would have fired the plateau decay (which the cosine leaves alone)."""
+    the half cosine at that epoch's last step; the flat scores would have fired the plateau decay (which the
+    cosine leaves alone)."""
     import circuits.training.loop as loop
 
     monkeypatch.setattr(loop, "validate", lambda *a, **kw: {"HR@10": 0.5, "NDCG@10": 0.2, "MRR@10": 0.1})

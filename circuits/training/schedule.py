@@ -15,6 +15,12 @@ def learning_rate(base_lr: float, step: int, warmup_steps: int, scale: float = 1
     return base_lr * scale * min(1.0, (step + 1) / max(warmup_steps, 1))
 
 
+def floor_scale(base_lr: float, min_lr: float) -> float:
+    """The smallest lr factor a schedule may reach: min_lr / base_lr, at most 1 (a base rate under the floor is
+    never raised), 0 for a zero base rate."""
+    return min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+
+
 def training_progress(elapsed_s: float, max_minutes: float, step: int, total_steps: int) -> float:
     """How far a cosine-scheduled run is, 0 → 1: the share of the time budget spent, or without one the share of
     the steps of `--epochs` done."""
@@ -26,7 +32,7 @@ def training_progress(elapsed_s: float, max_minutes: float, step: int, total_ste
 def cosine_scale(progress: float, base_lr: float, min_lr: float) -> float:
     """The lr factor of cosine annealing: 1 at progress 0, min_lr / base_lr at 1 (half a cosine between; a
     base rate under the floor stays as it is)."""
-    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
+    floor = floor_scale(base_lr, min_lr)
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
@@ -40,8 +46,7 @@ def is_improvement(value: float, reference: float, min_delta: float) -> bool:
 def decayed_scale(scale: float, factor: float, base_lr: float, min_lr: float) -> float:
     """The plateau scale after one decay, floored so that the learning rate stays ≥ `min_lr` (or stays where it
     is if it already is below: a base rate under the floor is never raised)."""
-    floor = min(1.0, min_lr / base_lr) if base_lr > 0 else 0.0
-    return max(scale * factor, min(scale, floor))
+    return max(scale * factor, min(scale, floor_scale(base_lr, min_lr)))
 
 
 def decay_due(epoch: int, best_epoch: int, last_decay: int, patience: int) -> bool:
