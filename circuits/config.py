@@ -211,6 +211,10 @@ class TrainConfig:
     # each user (the SASRec convention; the default of 0.4)
     windows: str = option("all", "training windows per user: all (every target, in back-to-back windows of n_ctx) "
                           "or last (the last n_ctx targets only)", choices=WINDOWS)
+    # an exponential moving average of the weights (torch.optim.swa_utils.AveragedModel), updated after every step:
+    # validation, checkpoint and the final evaluation read the average instead of the last step's weights
+    ema: float = option(0.0, "decay per step of an exponential moving average of the weights, which is validated, "
+                        "kept and evaluated instead of the raw weights (e.g. 0.995; 0 = off)")
     max_minutes: float = option(0.0, "stop after this much training time (0 = no limit)")
     # at production size one pass over the data takes long: validate, checkpoint and check the time limit every N
     # steps instead (an "epoch" is then N steps; passes over the data still reshuffle, seeded by pass)
@@ -246,6 +250,8 @@ class TrainConfig:
         for name in ("steps_per_epoch", "eval_users"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 <= self.ema < 1:
+            raise UserError(f"--ema must be in [0, 1), got {self.ema}")
         if self.device not in DEVICES:
             raise UserError(f"unknown device {self.device!r} ({', '.join(DEVICES)})")
         if self.sampling not in SAMPLINGS:
@@ -286,8 +292,9 @@ class TrainConfig:
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
-# what a run written before a field existed did: no minimum gain, no decay floor (0.4), the last window only (0.5)
-BEFORE_FIELD = {"min_delta": 0.0, "min_lr": 0.0, "windows": "last"}
+# what a run written before a field existed did: no minimum gain, no decay floor (0.4), the last window only (0.5),
+# no weight average (0.5)
+BEFORE_FIELD = {"min_delta": 0.0, "min_lr": 0.0, "windows": "last", "ema": 0.0}
 
 
 # up to this many items, a full softmax: on ML-1M (3,416 items) it beats 512 sampled negatives at every training

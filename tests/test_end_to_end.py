@@ -57,12 +57,13 @@ def test_same_seed_same_weights(journeys, tmp_path):
     assert all((a[k] == b[k]).all() for k in a)
 
 
-def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys, tmp_path, monkeypatch):
+@pytest.mark.parametrize("extra", [(), ("--ema", "0.9")], ids=["weights", "ema"])  # the average is resumed too
+def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys, tmp_path, monkeypatch, extra):
     import circuits.training.loop as training
 
-    run_train(journeys, tmp_path / "straight", 2)
+    run_train(journeys, tmp_path / "straight", 2, *extra)
     real_validate = interrupt_at_second_epoch(monkeypatch)
-    assert run_train(journeys, tmp_path / "cut", 2) == 130  # reported, not a traceback
+    assert run_train(journeys, tmp_path / "cut", 2, *extra) == 130  # reported, not a traceback
     monkeypatch.setattr(training, "validate", real_validate)
     assert not (tmp_path / "cut").exists() and (tmp_path / "cut.partial/state.pt").exists()
     with pytest.raises(UserError, match="unfinished"):
@@ -85,6 +86,10 @@ def test_bad_inputs_leave_nothing_behind(journeys, tmp_path):
         train.main(["--attention", "uniform", "--static-over", "time", "--out", str(out)])
     with pytest.raises(UserError, match="--attention static needs scores over something"):
         train.main(["--attention", "static", "--static-over", "none", "--out", str(out)])
+    with pytest.raises(UserError, match=r"--ema must be in \[0, 1\), got 1.0"):
+        run_train(journeys, out, 1, "--ema", "1")
+    with pytest.raises(UserError, match="--ema needs dense item tables"):
+        run_train(journeys, out, 1, "--ema", "0.9", "--negatives", "8", "--sparse-items", "on")
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
     with pytest.raises(UserError, match="run directory not found"):
         evaluate.main([str(tmp_path / "nope")])
@@ -135,6 +140,44 @@ def test_cosine_schedule_anneals_over_the_epochs_steps_and_never_decays_on_plate
     expected = [0.001 + 0.009 * (1 + math.cos(math.pi * s / (5 * n))) / 2 for s in last_step]
     assert run.epochs["lr"].tolist() == pytest.approx(expected)
     assert run.config["train"]["schedule"] == "cosine"
+
+
+def test_ema_keeps_the_running_average_of_the_weights_after_every_step(journeys, tmp_path, monkeypatch):
+    """`--ema d`: the kept (and validated) weights are e_1 = w_1, e_t = d e_(t-1) + (1 - d) w_t over the weights w_t
+    after each optimiser step, recomputed here from weights recorded at every step (one epoch, so the kept epoch
+    is the last); the logged validation score is the average's, not the raw weights'."""
+    import torch
+
+    import circuits.training.loop as loop
+    from circuits.scoring.metrics import evaluate_split
+
+    steps, real_init, real_step = [], loop.Optimizers.__init__, loop.Optimizers.step
+
+    def init(self, step_loss, cfg):
+        real_init(self, step_loss, cfg)
+        self.recorded = step_loss.model
+
+    def step(self):
+        real_step(self)
+        steps.append({k: p.detach().clone() for k, p in self.recorded.named_parameters()})
+
+    monkeypatch.setattr(loop.Optimizers, "__init__", init)
+    monkeypatch.setattr(loop.Optimizers, "step", step)
+    assert run_train(journeys, tmp_path / "e", 1, "--ema", "0.8", "--epochs", "1") == 0
+    assert len(steps) >= 3
+    average = steps[0]
+    for w in steps[1:]:
+        average = {k: 0.8 * average[k] + 0.2 * w[k] for k in average}
+    kept = load_file(str(tmp_path / "e" / "model.safetensors"))
+    for k in average:
+        torch.testing.assert_close(kept[k], average[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert max((kept[k] - steps[-1][k]).abs().max().item() for k in average) > 1e-3  # not the last step's weights
+    run = load_run(tmp_path / "e")
+    split = run.dataset().eval_split("valid", run.model.cfg.n_ctx)
+    logged = run.epochs["valid_NDCG@10"].iloc[0]
+    assert logged == pytest.approx(evaluate_split(loop.model_scorer(run.model, split), split, run.model.cfg.d_vocab,
+                                                  n_sampled=0)["full/included"]["NDCG@10"], abs=1e-6)
+    assert run.config["train"]["ema"] == 0.8
 
 
 def test_decompose_cli_single_sequence_all_and_errors(journeys, tmp_path, capsys):

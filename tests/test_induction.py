@@ -1,6 +1,7 @@
 """Validation on a planted mechanism: an induction head forms only where the data has induction.
 
-Slow (about 3 minutes on 2 cores: two 2-layer models, 45 epochs each); `-m "not slow"` skips it.
+Slow (about 3 minutes on 2 cores: two 2-layer models, 45 epochs each): deselected by default, `pytest -m slow`
+runs it.
 """
 
 import pytest

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from circuits.config import ModelConfig, TrainConfig
@@ -184,6 +185,14 @@ def train(
         model.load_state_dict(state["model"])
     model.to(ranks.device)
     sparse = cfg.resolved_sparse(ds.n_items, model_cfg)
+    if cfg.ema and sparse:
+        raise UserError("--ema needs dense item tables (--sparse-items off): with row-sparse gradients W_E and W_U "
+                        "are trained in copies that the average does not see")
+    # the weights that are validated, kept and evaluated: the model's own, or their running average (--ema)
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+    if state is not None and average is not None:
+        average.load_state_dict(state["average"])
+    kept = average.module if average is not None else model
     step_loss = StepLoss(model, sparse)
     optimizer = Optimizers(step_loss, cfg)
     if state is not None:
@@ -244,12 +253,14 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update_parameters(model)
             total, n_batches, step = total + loss.item(), n_batches + 1, step + 1
         step_seconds = time.perf_counter() - t0
         step_loss.sync()
         # rank 0 validates and times; every rank takes the same decisions from its figures
         epoch_start = elapsed
-        m, elapsed, step_seconds = ranks.broadcast((validate(model, valid, ds.d_vocab, policy) if main else None,
+        m, elapsed, step_seconds = ranks.broadcast((validate(kept, valid, ds.d_vocab, policy) if main else None,
                                                     elapsed + time.perf_counter() - t0, step_seconds))
         seconds_per_step = (elapsed - epoch_start) / max(n_batches, 1)
         row = {"epoch": epoch, "loss": ranks.sum(total) / ranks.world / n_batches, "minutes": elapsed / 60,
@@ -261,7 +272,7 @@ def train(
         if m["NDCG@10"] > best["NDCG@10"]:
             best = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
             if main:
-                save_weights(model, part / "model.safetensors")
+                save_weights(kept, part / "model.safetensors")
         if is_improvement(m["NDCG@10"], progress_at["NDCG@10"], cfg.min_delta):
             progress_at = {"epoch": epoch, "NDCG@10": m["NDCG@10"]}
         if not cosine and decay_due(epoch, progress_at["epoch"], last_decay, cfg.decay_patience):
@@ -270,7 +281,8 @@ def train(
         if main:
             pd.DataFrame(history).to_csv(part / "epochs.csv", index=False)
             save_state(part / "state.pt", model, optimizer, epoch, best, history, elapsed,
-                       lr_scale=lr_scale, last_decay=last_decay, progress_at=progress_at)
+                       lr_scale=lr_scale, last_decay=last_decay, progress_at=progress_at,
+                       **({"average": average.state_dict()} if average is not None else {}))
         bar.set_postfix(loss=f"{row['loss']:.3f}", ndcg10=f"{m['NDCG@10']:.4f}", best=f"{best['NDCG@10']:.4f}")
         reason = stop_reason(epoch, progress_at["epoch"], cfg.patience, elapsed, cfg.max_minutes)
         if reason:
