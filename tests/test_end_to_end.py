@@ -149,7 +149,6 @@ def test_ema_keeps_the_running_average_of_the_weights_after_every_step(journeys,
     import torch
 
     import circuits.training.loop as loop
-    from circuits.scoring.metrics import evaluate_split
 
     steps, real_init, real_step = [], loop.Optimizers.__init__, loop.Optimizers.step
 
@@ -175,8 +174,8 @@ def test_ema_keeps_the_running_average_of_the_weights_after_every_step(journeys,
     run = load_run(tmp_path / "e")
     split = run.dataset().eval_split("valid", run.model.cfg.n_ctx)
     logged = run.epochs["valid_NDCG@10"].iloc[0]
-    assert logged == pytest.approx(evaluate_split(loop.model_scorer(run.model, split), split, run.model.cfg.d_vocab,
-                                                  n_sampled=0)["full/included"]["NDCG@10"], abs=1e-6)
+    assert logged == pytest.approx(loop.validate(run.model, split, run.model.cfg.d_vocab, "included")["NDCG@10"],
+                                   abs=1e-6)
     assert run.config["train"]["ema"] == 0.8
 
 
