@@ -149,6 +149,27 @@ def test_model_ranks_equal_one_full_evaluation_per_ablation(small_data, name):
     assert (got["intact"]["full/excluded"] == D_VOCAB).any()  # unscorable and seen targets rank last (-inf ties)
 
 
+@pytest.mark.parametrize("name", ["L0", "learned+distance+time", "hybrid"])
+def test_training_validation_equals_a_full_evaluation(small_data, name):
+    """The training loop's validation (`model_ranks`: the user vectors alone) against `evaluate_split` of
+    `model_scorer` (the full forward at every position) in eval mode, under both seen-item policies; the model is
+    validated without dropout and handed back in training mode."""
+    from circuits.scoring.evaluator import model_scorer
+    from circuits.scoring.metrics import evaluate_split
+    from circuits.training.loop import validate
+
+    model = make_model(**CONFIGS[name], dropout=0.5).train()
+    split = small_data.eval_split("valid", model.cfg.n_ctx)
+    for policy in ("excluded", "included"):
+        got = validate(model, split, policy)
+        assert model.training
+        model.eval()
+        want = evaluate_split(model_scorer(model, split), split, D_VOCAB, n_sampled=0)[f"full/{policy}"]
+        model.train()
+        assert got == pytest.approx(want, abs=1e-12), policy
+        assert 0 < got["NDCG@10"] < 1
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 2-layer run on tiny synthetic journeys (the default model: learned attention plus a time-gap bias)."""

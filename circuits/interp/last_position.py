@@ -239,9 +239,10 @@ def iter_last_positions(
 ) -> Iterator[tuple[np.ndarray, LastPosition]]:
     """(rows, `last_position_pass` of those rows) over left-padded `history` and its `times`, in
     `length_batches`, each batch's all-padding columns stripped."""
+    device = model.unseen.device
     for rows in length_batches(history, max_rows):
         x, t = strip_left_padding(torch.from_numpy(history[rows]), torch.from_numpy(times[rows]))
-        yield rows, last_position_pass(model, x, t)
+        yield rows, last_position_pass(model, x.to(device), t.to(device))
 
 
 def user_vector_ranks(
@@ -254,7 +255,8 @@ def user_vector_ranks(
     from circuits.scoring.metrics import rank_of_target, seen_index
 
     lead = final.shape[:-2]
-    scores = model.unembed(final.reshape(-1, final.shape[-1])).float().clone()  # [variants · batch, d_vocab]
+    # [variants · batch, d_vocab], on the CPU (where the ranks are counted), a copy: masked in place below
+    scores = model.unembed(final.reshape(-1, final.shape[-1])).float().to("cpu", copy=True)
     scores[:, 0] = float("-inf")  # padding is never a candidate
     copies = int(np.prod(lead, dtype=np.int64))
     target = torch.from_numpy(np.tile(split.target[rows], copies))

@@ -22,10 +22,11 @@ from tqdm.auto import tqdm
 from circuits.config import ModelConfig, TrainConfig
 from circuits.data.sequences import EvalSplit, SequenceDataset, sample_eval_users
 from circuits.errors import UserError
+from circuits.interp.last_position import model_ranks
 from circuits.model import AttnOnlyTransformer, build_model
 from circuits.runs import finish, partial_dir, save_state, save_weights, write_json
-from circuits.scoring.evaluator import evaluate_model, model_scorer, resolve_seen_policy
-from circuits.scoring.metrics import evaluate_split
+from circuits.scoring.evaluator import evaluate_model, resolve_seen_policy
+from circuits.scoring.metrics import metrics_from_ranks
 from circuits.training.distributed import Ranks
 from circuits.training.loss import negative_log_q, next_item_loss
 from circuits.training.schedule import (
@@ -55,12 +56,15 @@ def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, fina
 
 
 @torch.no_grad()
-def validate(model: AttnOnlyTransformer, split: EvalSplit, d_vocab: int, policy: str) -> dict[str, float]:
+def validate(model: AttnOnlyTransformer, split: EvalSplit, policy: str) -> dict[str, float]:
+    """Full-ranking metrics of `split` under `policy`, from the user vectors alone (`model_ranks`: histories in
+    batches of similar length, the last layer at the last query; equal to `evaluate_split` of `model_scorer` to
+    float rounding, tested, and about 5× faster on ML-1M)."""
     was_training = model.training
     model.eval()
-    m = evaluate_split(model_scorer(model, split), split, d_vocab, n_sampled=0)[f"full/{policy}"]
+    ranks = model_ranks(model, split)["intact"][f"full/{policy}"]
     model.train(was_training)
-    return m
+    return metrics_from_ranks(ranks)
 
 
 class StepLoss(torch.nn.Module):
@@ -260,7 +264,7 @@ def train(
         step_loss.sync()
         # rank 0 validates and times; every rank takes the same decisions from its figures
         epoch_start = elapsed
-        m, elapsed, step_seconds = ranks.broadcast((validate(kept, valid, ds.d_vocab, policy) if main else None,
+        m, elapsed, step_seconds = ranks.broadcast((validate(kept, valid, policy) if main else None,
                                                     elapsed + time.perf_counter() - t0, step_seconds))
         seconds_per_step = (elapsed - epoch_start) / max(n_batches, 1)
         row = {"epoch": epoch, "loss": ranks.sum(total) / ranks.world / n_batches, "minutes": elapsed / 60,
