@@ -174,8 +174,7 @@ def test_ema_keeps_the_running_average_of_the_weights_after_every_step(journeys,
     run = load_run(tmp_path / "e")
     split = run.dataset().eval_split("valid", run.model.cfg.n_ctx)
     logged = run.epochs["valid_NDCG@10"].iloc[0]
-    assert logged == pytest.approx(loop.validate(run.model, split, "included")["NDCG@10"],
-                                   abs=1e-6)
+    assert logged == pytest.approx(loop.validate(run.model, split, "included")["NDCG@10"], abs=1e-6)
     assert run.config["train"]["ema"] == 0.8
 
 

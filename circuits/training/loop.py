@@ -59,7 +59,7 @@ def _take_snapshots(part: Path, minutes: tuple[float, ...], elapsed: float, fina
 def validate(model: AttnOnlyTransformer, split: EvalSplit, policy: str) -> dict[str, float]:
     """Full-ranking metrics of `split` under `policy`, from the user vectors alone (`model_ranks`: histories in
     batches of similar length, the last layer at the last query; equal to `evaluate_split` of `model_scorer` to
-    float rounding, tested, and about 5× faster on ML-1M)."""
+    float rounding, tested; 0.23 of its time on ML-1M, benchmarks/validation_speed.py)."""
     was_training = model.training
     model.eval()
     ranks = model_ranks(model, split)["intact"][f"full/{policy}"]
