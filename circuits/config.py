@@ -18,6 +18,7 @@ TIME_BUCKETS = 32  # self, < 1 s, [1, 2) s, [2, 4) s, …, ≥ 2^29 s (17 years)
 SEEN_POLICIES = ("auto", "excluded", "included")
 SAMPLINGS = ("uniform", "popularity")
 WINDOWS = ("last", "all")
+LOSS_SEEN = ("auto", "included", "excluded")
 SCHEDULES = ("plateau", "cosine")
 DEVICES = ("cpu", "cuda")
 # above this many items, `sparse_items="auto"` trains the id item tables with row-sparse gradients
@@ -234,6 +235,11 @@ class TrainConfig:
                          choices=DEVICES)
     seen_policy: str = option("auto", "seen-item policy of the validation metric that selects the checkpoint "
                               "(auto: excluded unless users repeat items)", choices=SEEN_POLICIES)
+    loss_seen: str = option("auto", "history items in the full-softmax loss: included (every item is a "
+                            "candidate), excluded (the items already in the history up to each query are left out "
+                            "of its softmax, as the excluded seen-item policy leaves them out of the ranking; the "
+                            "target always stays) or auto (excluded where the resolved seen-item policy is excluded "
+                            "and the loss is a full softmax, else included)", choices=LOSS_SEEN)
     seed: int = option(0, "model and training seed")
     emb_mean_k: int = option(10, "the emb-mean baseline of a text run: mean of the last K history items' embeddings")
     # keep the best-on-validation weights as of these training times (minutes), to measure learning curves
@@ -262,6 +268,8 @@ class TrainConfig:
             raise UserError(f"unknown schedule {self.schedule!r} ({', '.join(SCHEDULES)})")
         if self.seen_policy not in SEEN_POLICIES:
             raise UserError(f"unknown seen-item policy {self.seen_policy!r} ({', '.join(SEEN_POLICIES)})")
+        if self.loss_seen not in LOSS_SEEN:
+            raise UserError(f"unknown --loss-seen {self.loss_seen!r} ({', '.join(LOSS_SEEN)})")
 
     def resolved_sparse(self, n_items: int, model_cfg: ModelConfig) -> bool:
         """Are the id item tables trained with row-sparse gradients (see `sparse_items`)?"""
@@ -283,6 +291,15 @@ class TrainConfig:
             return self.negatives
         return 0 if n_items <= AUTO_FULL_SOFTMAX_MAX_ITEMS else 512
 
+    def resolved_loss_seen(self, seen_policy: str, n_items: int) -> str:
+        """'included' or 'excluded' (see `loss_seen`); `seen_policy` is the resolved seen-item policy. Auto leaves the
+        history out of the loss exactly where the metric leaves it out of the ranking and the loss can (a full
+        softmax: sampled and in-batch negatives keep every candidate)."""
+        if self.loss_seen != "auto":
+            return self.loss_seen
+        full_softmax = self.resolved_negatives(n_items) == 0 and not self.in_batch
+        return "excluded" if seen_policy == "excluded" and full_softmax else "included"
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """From a run's config.json (which also holds resolved values: those are not fields and are skipped). A
@@ -293,8 +310,8 @@ class TrainConfig:
 
 
 # what a run written before a field existed did: no minimum gain, no decay floor (0.4), the last window only (0.5),
-# no weight average (0.5)
-BEFORE_FIELD = {"min_delta": 0.0, "min_lr": 0.0, "windows": "last", "ema": 0.0}
+# no weight average (0.5), every item in the loss's softmax (0.5)
+BEFORE_FIELD = {"min_delta": 0.0, "min_lr": 0.0, "windows": "last", "ema": 0.0, "loss_seen": "included"}
 
 
 # up to this many items, a full softmax: on ML-1M (3,416 items) it beats 512 sampled negatives at every training

@@ -85,6 +85,32 @@ def time_buckets(
     return bucket.masked_fill_(torch.eye(n, dtype=torch.bool, device=times.device), 0)
 
 
+class _BucketScores(torch.autograd.Function):
+    """`W[:, bucket]` whose weight gradient is a per-head histogram (`torch.bincount` with weights): the autograd
+    of advanced indexing accumulates millions of entries (batch × pos × pos) into a few dozen buckets one by one."""
+
+    @staticmethod
+    def forward(ctx, W: Tensor, bucket: Tensor) -> Tensor:
+        ctx.save_for_backward(bucket)
+        ctx.n_buckets = W.shape[1]
+        return W[:, bucket]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        (bucket,) = ctx.saved_tensors
+        flat, g = bucket.reshape(-1), grad.reshape(len(grad), -1)
+        per_head = [torch.bincount(flat, weights=g_h, minlength=ctx.n_buckets) for g_h in g]
+        return torch.stack(per_head).to(grad.dtype), None
+
+
+def bucket_scores(
+    W: Float[Tensor, "n_heads n_buckets"], bucket: Int[Tensor, "batch q k"]
+) -> Float[Tensor, "n_heads batch q k"]:
+    """`W[:, bucket]`: a learned score per head and bucket (equal to the indexing, gradients included)."""
+    return _BucketScores.apply(W, bucket)
+
+
 class Attention(nn.Module):
     """Multi-head causal attention without biases; weights per head, TransformerLens shapes."""
 
@@ -118,7 +144,8 @@ class Attention(nn.Module):
         if self.cfg.attention == "learned":
             q = self.hook_q(einops.einsum(resid, self.W_Q, "b p d, h d e -> b p h e"))
             k = self.hook_k(einops.einsum(resid, self.W_K, "b p d, h d e -> b p h e"))
-            scores = einops.einsum(q, k, "b q h e, b k h e -> b h q k") / math.sqrt(self.cfg.d_head)
+            # the scale on q (batch × pos × d_head) rather than on the scores (batch × pos × pos)
+            scores = einops.einsum(q / math.sqrt(self.cfg.d_head), k, "b q h e, b k h e -> b h q k")
         else:
             scores = resid.new_zeros(b, self.cfg.n_heads, n, n)
         if self.cfg.has_static_scores:
@@ -137,7 +164,7 @@ class Attention(nn.Module):
             bucket = distance_buckets(n, self.cfg.distance_buckets, device)
             scores = self.W_dist[:, bucket[-1:] if last_query else bucket][None]
         if self.cfg.time_buckets:
-            part = einops.rearrange(self.W_time[:, time_bucket], "h b q k -> b h q k")
+            part = einops.rearrange(bucket_scores(self.W_time, time_bucket), "h b q k -> b h q k")
             scores = part if scores is None else scores + part
         if scores is None:
             return torch.zeros(1, self.cfg.n_heads, 1 if last_query else n, n, device=device)

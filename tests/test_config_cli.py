@@ -103,3 +103,19 @@ def test_a_run_from_before_a_field_resumes_with_that_versions_behaviour():
     new = TrainConfig.from_dict({"windows": "all", "min_delta": 1e-4, "min_lr": 1e-4})
     assert (new.windows, new.min_delta, new.min_lr) == ("all", 1e-4, 1e-4)
     assert TrainConfig().windows == "all" and TrainConfig().min_delta == 1e-4
+    assert old.loss_seen == "included" and TrainConfig().loss_seen == "auto"
+
+
+def test_loss_seen_auto_resolves_to_excluded_only_for_a_full_softmax_under_the_excluded_policy():
+    from circuits.config import AUTO_FULL_SOFTMAX_MAX_ITEMS, TrainConfig
+
+    small, large = 3_416, AUTO_FULL_SOFTMAX_MAX_ITEMS + 1
+    auto = TrainConfig()
+    assert auto.resolved_loss_seen("excluded", small) == "excluded"
+    assert auto.resolved_loss_seen("included", small) == "included"
+    assert auto.resolved_loss_seen("excluded", large) == "included"  # 512 sampled negatives there
+    assert TrainConfig(negatives=8).resolved_loss_seen("excluded", small) == "included"
+    assert TrainConfig(in_batch=True).resolved_loss_seen("excluded", small) == "included"
+    assert TrainConfig(negatives=0).resolved_loss_seen("excluded", large) == "excluded"
+    for explicit in ("included", "excluded"):  # an explicit choice is kept (the trainer refuses what cannot be)
+        assert TrainConfig(loss_seen=explicit).resolved_loss_seen("included", large) == explicit

@@ -74,6 +74,25 @@ def test_interrupted_run_is_partial_and_resume_finishes_it_identically(journeys,
     assert not (tmp_path / "cut.partial").exists()
 
 
+def test_loss_seen_auto_follows_the_resolved_seen_policy(journeys, tmp_path):
+    """The journeys repeat items, so the default policy is included and auto keeps every item in the loss; with
+    --seen-policy excluded, auto leaves the history out, exactly as --loss-seen excluded does."""
+    def weights(name, *extra):
+        run_train(journeys, tmp_path / name, 1, "--epochs", "1", *extra)
+        return load_file(str(tmp_path / name / "model.safetensors")), load_run(tmp_path / name).config["train"]
+
+    def same(a, b):
+        return all((a[k] == b[k]).all() for k in a)
+
+    auto_ex, cfg = weights("auto-ex", "--seen-policy", "excluded")
+    assert (cfg["loss_seen"], cfg["resolved_loss_seen"]) == ("auto", "excluded")
+    assert same(auto_ex, weights("ex", "--seen-policy", "excluded", "--loss-seen", "excluded")[0])
+    assert not same(auto_ex, weights("in", "--seen-policy", "excluded", "--loss-seen", "included")[0])
+    auto, cfg = weights("auto")
+    assert (cfg["resolved_seen_policy"], cfg["resolved_loss_seen"]) == ("included", "included")
+    assert same(auto, weights("auto-in", "--loss-seen", "included")[0])
+
+
 def test_bad_inputs_leave_nothing_behind(journeys, tmp_path):
     out = tmp_path / "bad"
     with pytest.raises(UserError, match="--layers must be 0 or more"):
@@ -90,6 +109,8 @@ def test_bad_inputs_leave_nothing_behind(journeys, tmp_path):
         run_train(journeys, out, 1, "--ema", "1")
     with pytest.raises(UserError, match="--ema needs dense item tables"):
         run_train(journeys, out, 1, "--ema", "0.9", "--negatives", "8", "--sparse-items", "on")
+    with pytest.raises(UserError, match="--loss-seen excluded needs a full softmax"):
+        run_train(journeys, out, 1, "--loss-seen", "excluded", "--negatives", "8")
     assert not out.exists() and not (tmp_path / "bad.partial").exists()
     with pytest.raises(UserError, match="run directory not found"):
         evaluate.main([str(tmp_path / "nope")])

@@ -175,6 +175,10 @@ def train(
     part = partial_dir(run_dir)
     policy = resolve_seen_policy(cfg.seen_policy, ds)
     n_neg = cfg.resolved_negatives(ds.n_items)
+    loss_seen = cfg.resolved_loss_seen(policy, ds.n_items)
+    if loss_seen == "excluded" and (n_neg or cfg.in_batch):
+        raise UserError(f"--loss-seen excluded needs a full softmax ({n_neg} sampled negatives here: --negatives 0, "
+                        "no --in-batch-negatives)")
     state = torch.load(part / "state.pt", weights_only=False, map_location="cpu") if resume else None
     if state is not None and model_cfg.uses_text:
         E_text = state["model"]["E_text"]
@@ -210,6 +214,7 @@ def train(
         write_json(part / "config.json", {
             "model": model_cfg.to_dict(),
             "train": {**asdict(cfg), "resolved_negatives": n_neg, "resolved_seen_policy": policy,
+                      "resolved_loss_seen": loss_seen,
                       "resolved_sparse_items": sparse, "processes": ranks.world},
             "data": {**record["data"], "fingerprint": ds.fingerprint, "summary": ds.summary()},
             **({"text": record["text"]} if "text" in record else {}),
@@ -253,7 +258,8 @@ def train(
                                                           cfg.epochs * steps_per_epoch), cfg.lr, cfg.min_lr)
             for g in optimizer.param_groups:
                 g["lr"] = learning_rate(cfg.lr, step, cfg.warmup_steps, lr_scale)
-            loss = _step_loss(trainer, ds, model_cfg, (users, backs, lengths), idx, ranks, n_neg, log_q, pop_log_q)
+            loss = _step_loss(trainer, ds, model_cfg, (users, backs, lengths), idx, ranks, n_neg, log_q, pop_log_q,
+                              loss_seen == "excluded")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -313,7 +319,8 @@ def train(
 
 
 def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, windows: tuple[np.ndarray, ...],
-               idx: np.ndarray, ranks: Ranks, n_neg: int, log_q, pop_log_q) -> torch.Tensor:
+               idx: np.ndarray, ranks: Ranks, n_neg: int, log_q, pop_log_q,
+               exclude_history: bool = False) -> torch.Tensor:
     """The loss of this rank's share of the global batch `idx` (rows of `windows` = (users, backs, lengths),
     `SequenceDataset.train_window_rows`)."""
     users, backs, lengths = windows
@@ -338,4 +345,5 @@ def _step_loss(step_loss, ds: SequenceDataset, model_cfg: ModelConfig, windows: 
         in_batch = in_batch[in_batch != 0].to(device)
     normalizer = float(lengths[idx].sum()) / ranks.world if ranks.distributed else None
     return step_loss(x, y, n_neg, log_q, t if model_cfg.uses_time else None, negatives=negatives,
-                     in_batch=in_batch, in_batch_log_q=pop_log_q, normalizer=normalizer)
+                     in_batch=in_batch, in_batch_log_q=pop_log_q, normalizer=normalizer,
+                     exclude_history=exclude_history)
