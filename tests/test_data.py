@@ -131,6 +131,29 @@ def test_preprocessing_is_cached_and_fingerprinted(tmp_path, monkeypatch):
     assert len(entries() - before) == 3
 
 
+def test_two_builders_of_one_cache_entry_do_not_collide(tmp_path, monkeypatch):
+    """Two trainings started at once on a new log build the same entry: here the second starts and finishes while
+    the first is about to rename its folder into place. Both get the dataset, one entry is left, no folder of either
+    builder."""
+    import circuits.data.cache as cache
+
+    monkeypatch.setenv("CIRCUITS_CACHE", str(tmp_path / "cache"))
+    path, cols = write_log(tmp_path / "log.csv"), {"user_col": "uid", "item_col": "doc", "time_col": "ts"}
+    finish, second = cache._finish_entry, []
+
+    def finish_after_another_builder(tmp, *args):
+        if not second:
+            second.append(None)
+            second[0] = load_dataset(str(path), **cols)  # the other process, from start to end
+        finish(tmp, *args)
+
+    monkeypatch.setattr(cache, "_finish_entry", finish_after_another_builder)
+    first = load_dataset(str(path), **cols)
+    assert first.fingerprint == second[0].fingerprint and np.array_equal(first.items, second[0].items)
+    (entry,) = list((tmp_path / "cache").iterdir())
+    assert (entry / "meta.json").exists() and ".tmp" not in entry.name
+
+
 @pytest.mark.parametrize(
     "setup, kwargs, message",
     [

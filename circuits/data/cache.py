@@ -3,7 +3,7 @@
 A cache entry is a folder `cache_dir() / <key>` (key: the files' paths, sizes and modification times, the reading
 options, the `Preprocess` options and the name): offsets.npy, items.npy, timestamps.npy (flat arrays, loaded with
 `mmap_mode="r"`, so a 50M-interaction log costs no memory until read), vocab.parquet (item ids and titles),
-users.parquet (user ids) and meta.json. Entries are written as `<key>.tmp` and renamed.
+users.parquet (user ids) and meta.json. Entries are written as `<key>.tmp-*` (one folder per builder) and renamed.
 
 Two engines build an entry, with the same result (tested): pandas in memory (`circuits.data.readers` +
 `build_dataset`; every format) and DuckDB out of core (`circuits.data.columnar`; CSV/TSV/Parquet tables and folders
@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -44,7 +45,7 @@ COLUMNAR_MIN_BYTES = 256 * 2**20
 
 def save_dataset(ds: SequenceDataset, path: Path) -> None:
     """Write a cache entry: a folder of flat arrays (offsets.npy, items.npy, timestamps.npy, memory-mapped on
-    load), the vocabulary and users as Parquet, and meta.json; written as `path.tmp` and renamed, so a crash
+    load), the vocabulary and users as Parquet, and meta.json; written as `path.tmp-*` and renamed, so a crash
     never leaves a truncated entry."""
     tmp = _fresh_tmp(path)
     for name in ARRAYS:
@@ -53,9 +54,11 @@ def save_dataset(ds: SequenceDataset, path: Path) -> None:
 
 
 def _fresh_tmp(path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """A new, empty folder beside `path`, this builder's own: two processes building one entry at once (two
+    trainings started on the same log) each write their own `<key>.tmp-*`, and neither deletes the other's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    tmp.chmod(0o755)  # as a plain mkdir would make it (mkdtemp: owner only)
     return tmp
 
 
@@ -67,9 +70,14 @@ def _finish_entry(tmp: Path, path: Path, item_ids, titles, user_ids, name: str, 
                              "title": pa.array(np.asarray(titles).astype(str))}), tmp / "vocab.parquet")
     pq.write_table(pa.table({"user_id": pa.array(np.asarray(user_ids).astype(str))}), tmp / "users.parquet")
     (tmp / "meta.json").write_text(json.dumps({"name": name, "info": info}, default=str))
-    if path.exists():
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    if path.exists() and not (path / "meta.json").exists():
+        shutil.rmtree(path)  # not an entry (entries are renamed into place whole)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if not (path / "meta.json").exists():
+            raise
+        shutil.rmtree(tmp)  # another builder finished the same entry (same key: same content) first; keep theirs
 
 
 def load_dataset_file(path: Path) -> SequenceDataset:
