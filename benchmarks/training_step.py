@@ -46,8 +46,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     run = load_run(args.run)
     ds, mc = run.dataset(), run.model_config
-    train_cfg = {k: v for k, v in run.config["train"].items() if not k.startswith("resolved") and k != "processes"}
-    cfg = TrainConfig(**train_cfg)
+    cfg = TrainConfig.from_dict(run.config["train"])  # as --resume reads it: older runs with their own behaviour
     n_neg = run.config["train"]["resolved_negatives"]
     exclude_history = run.config["train"].get("resolved_loss_seen", "included") == "excluded"
     windows = ds.train_window_rows(mc.n_ctx, cfg.windows)
@@ -90,8 +89,7 @@ def main() -> None:
         model.zero_grad(set_to_none=True)
         with autograd_step() if name == "autograd" else nullcontext():
             torch.manual_seed(0)
-            loss = _step_loss(step_loss, ds, mc, windows, batches[0], ranks, n_neg, log_q, None,
-                                  exclude_history)
+            loss = _step_loss(step_loss, ds, mc, windows, batches[0], ranks, n_neg, log_q, None, exclude_history)
             loss.backward()
         grads[name] = (loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
     model.train()
