@@ -1,5 +1,6 @@
 import gzip
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -152,6 +153,29 @@ def test_two_builders_of_one_cache_entry_do_not_collide(tmp_path, monkeypatch):
     assert first.fingerprint == second[0].fingerprint and np.array_equal(first.items, second[0].items)
     (entry,) = list((tmp_path / "cache").iterdir())
     assert (entry / "meta.json").exists() and ".tmp" not in entry.name
+
+
+def test_a_crashed_builders_folder_is_removed_by_the_next_build_but_a_running_ones_is_kept(tmp_path):
+    import subprocess
+
+    import circuits.data.cache as cache
+
+    path = tmp_path / "key"
+    proc = subprocess.Popen(["sleep", "30"])  # a builder still running
+    try:
+        # the folder of earlier versions' builders, and a pid above Linux's PID_MAX_LIMIT (2^22): no such process
+        crashed = [tmp_path / "key.tmp", tmp_path / f"key.tmp-{2**22 + 1}-x"]
+        running = [tmp_path / f"key.tmp-{proc.pid}-y", tmp_path / f"key.tmp-{os.getpid()}-z"]
+        other = tmp_path / "other.tmp-1-w"
+        for p in [*crashed, *running, other]:
+            p.mkdir()
+        mine = cache._fresh_tmp(path)
+        assert mine.exists() and mine.name.startswith(f"key.tmp-{os.getpid()}-") and mine not in running
+        assert not any(p.exists() for p in crashed)
+        assert all(p.exists() for p in running) and other.exists()  # another entry's folder is not ours to judge
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.parametrize(

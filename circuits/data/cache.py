@@ -54,12 +54,30 @@ def save_dataset(ds: SequenceDataset, path: Path) -> None:
 
 
 def _fresh_tmp(path: Path) -> Path:
-    """A new, empty folder beside `path`, this builder's own: two processes building one entry at once (two
-    trainings started on the same log) each write their own `<key>.tmp-*`, and neither deletes the other's."""
+    """A new, empty folder beside `path`, this builder's own (`<key>.tmp-<pid>-*`): two processes building one entry
+    at once (two trainings started on the same log) each write their own, and neither deletes the other's. The
+    folders of builders no longer running (a crash, Ctrl-C on a large log) are removed first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=path.parent))
+    for stale in [path.with_name(path.name + ".tmp"), *path.parent.glob(path.name + ".tmp-*")]:
+        if stale.is_dir() and not _builder_running(stale.name[len(path.name) + len(".tmp-"):]):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{path.name}.tmp-{os.getpid()}-", dir=path.parent))
     tmp.chmod(0o755)  # as a plain mkdir would make it (mkdtemp: owner only)
     return tmp
+
+
+def _builder_running(suffix: str) -> bool:
+    """Is the process named by a build folder's `<pid>-…` suffix alive (on this machine)?"""
+    pid = suffix.split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _finish_entry(tmp: Path, path: Path, item_ids, titles, user_ids, name: str, info: dict) -> None:
