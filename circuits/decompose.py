@@ -47,15 +47,24 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("give --seq-id ID (a user id of the log) or --all")
     import pandas as pd
 
-    from circuits.interp.decomposition import decompose_sequence
-    from circuits.interp.sources import format_gap
-    from circuits.runs import load_run
+    from circuits.interp.frames import format_gap
 
-    run = load_run(args.run_dir)
-    ds = run_dataset(run, args)
-    if args.all:
-        return _all(run, ds, args)
-    view = decompose_sequence(run, ds, args.seq_id, args.split, args.pos, args.top, args.paths)
+    if args.all or args.paths:
+        from circuits.interp.decomposition import decompose_sequence
+        from circuits.runs import load_run
+
+        run = load_run(args.run_dir)
+        ds = run_dataset(run, args)
+        if args.all:
+            return _all(run, ds, args)
+        view = decompose_sequence(run, ds, args.seq_id, args.split, args.pos, args.top, args.paths)
+    else:  # one sequence, direct components: numpy from the weights, no torch (importing it alone takes 1.5 s)
+        from circuits.interp.decomposition_numpy import decompose_sequence_numpy
+        from circuits.runs import load_run_numpy, recorded_dataset
+
+        path, config, model = load_run_numpy(args.run_dir)
+        ds = recorded_dataset(config, path, getattr(args, "data", None), getattr(args, "items", None))
+        view = decompose_sequence_numpy(model, ds, args.seq_id, args.split, args.pos, args.top)
     if args.json:
         print(json.dumps({k: v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v
                           for k, v in view.items()}, indent=1, default=str))

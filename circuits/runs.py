@@ -168,17 +168,29 @@ def check_data(config: dict, where: Path, ds) -> None:
         )
 
 
+RUN_FILES = ("config.json", "vocab.tsv", "model.safetensors", "epochs.csv", "metrics.json")
+
+
+def _run_path(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    if not path.exists():
+        if partial_dir(path).exists():
+            raise UserError(f"run {path} is unfinished ({partial_dir(path).name} exists); continue it with --resume")
+        raise UserError(f"run directory not found: {path}")
+    return path
+
+
+def _incomplete(path: Path, e: Exception) -> UserError:
+    return UserError(f"{path} is not a complete run directory: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+
+
 def load_run(path: str | Path) -> Run:
     import pandas as pd
     from safetensors.torch import load_file
 
     from circuits.model import AttnOnlyTransformer
 
-    path = Path(path).expanduser()
-    if not path.exists():
-        if partial_dir(path).exists():
-            raise UserError(f"run {path} is unfinished ({partial_dir(path).name} exists); continue it with --resume")
-        raise UserError(f"run directory not found: {path}")
+    path = _run_path(path)
     try:
         config = json.loads((path / "config.json").read_text())
         cfg = ModelConfig.from_dict(config["model"])
@@ -188,9 +200,29 @@ def load_run(path: str | Path) -> Run:
         epochs = pd.read_csv(path / "epochs.csv")
         metrics = json.loads((path / "metrics.json").read_text())
     except (OSError, KeyError, ValueError, RuntimeError) as e:
-        raise UserError(f"{path} is not a complete run directory: {type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
+        raise _incomplete(path, e) from None
     model.eval()
     return Run(path, model, config, vocab, epochs, metrics)
+
+
+def load_run_numpy(path: str | Path):
+    """`(path, config, NumpyModel)`: a finished run's config and weights without torch (`circuits.model_numpy`),
+    for the one-sequence decomposition from the shell; the same checks and errors as `load_run`."""
+    from safetensors import SafetensorError
+
+    from circuits.model_numpy import NumpyModel
+
+    path = _run_path(path)
+    try:
+        for name in RUN_FILES:
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"no {name} in {path}")
+        config = json.loads((path / "config.json").read_text())
+        model = NumpyModel.load(ModelConfig.from_dict(config["model"]), path / "model.safetensors")
+        json.loads((path / "metrics.json").read_text())
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
+        raise _incomplete(path, e) from None
+    return path, config, model
 
 
 def save_state(

@@ -4,6 +4,8 @@
 - `ranks`: where the target ranks under each component, for every user (`rank_table`, `rank_summary`)
 - `sources`: each head's contribution split by attended position; same-item attention
 - `decomposition`: one sequence taken apart (`decompose_sequence`, `visible_window`)
+- `decomposition_numpy`: the same view without torch, from the weights in numpy (`decompose_sequence_numpy`: what
+  `python -m circuits.decompose --seq-id` runs); `frames`: the view's tables from plain arrays, shared by both
 - `circuit_pairs`: top item pairs of the L0 / OV / QK circuits, blockwise (`pair_table`, `top_pairs`)
 - `head_scores`: copying, positional share, induction, composition, static weights
 - `ablation`: zero- and mean-ablation of heads through scoped hooks
@@ -17,6 +19,7 @@ _MODULES = {
     "attribution": ("component_logits", "path_components", "residual_components", "target_ranks", "with_groups"),
     "circuit_pairs": ("circuit_factors", "pair_table", "top_pairs"),
     "decomposition": ("decompose_sequence", "visible_window"),
+    "decomposition_numpy": ("decompose_sequence_numpy",),
     "head_scores": ("composition", "head_scores", "induction_scores", "static_weights"),
     "ranks": ("rank_summary", "rank_table"),
     "sources": ("attention_sources", "same_item_shares", "same_item_table"),
@@ -34,7 +37,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ablated", "ablated_heads", "ablation_table", "attention_sources", "circuit_factors", "component_logits",
-    "composition", "decompose_sequence", "head_scores", "induction_scores", "pair_table", "path_components",
-    "rank_summary", "rank_table", "residual_components", "same_item_shares", "same_item_table", "static_weights",
-    "target_ranks", "top_pairs", "visible_window", "with_groups",
+    "composition", "decompose_sequence", "decompose_sequence_numpy", "head_scores", "induction_scores", "pair_table",
+    "path_components", "rank_summary", "rank_table", "residual_components", "same_item_shares", "same_item_table",
+    "static_weights", "target_ranks", "top_pairs", "visible_window", "with_groups",
 ]

@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuits.interp.frames import group_sums
 from circuits.model import AttnOnlyTransformer
 from circuits.scoring.metrics import rank_of_target
 
@@ -111,15 +112,5 @@ def with_groups(
 ) -> tuple[Float[Tensor, "n_all batch d_model"], list[str]]:
     """Append grouped views of direct components: `L0` = embed + pos (the direct/bigram path), `L{l+1}` =
     all heads of layer l, and the cumulative sums `L0+L1`, `L0+L1+L2`, … (the last equals the full model)."""
-    def total(names):
-        return stack[[labels.index(n) for n in labels if n in names]].sum(0)
-
-    groups = {"L0": total({"embed", "pos"})}
-    for l in range(n_layers):
-        # a layer's heads: direct labels `L{l}H{h}`, or their path terms `L{l}H{h}<-…`, which partition them
-        groups[f"L{l + 1}"] = total({n for n in labels if n.startswith(f"L{l}H")})
-    running, name = groups["L0"], "L0"
-    for l in range(n_layers):
-        running, name = running + groups[f"L{l + 1}"], f"{name}+L{l + 1}"
-        groups[name] = running
+    groups = group_sums(stack, labels, n_layers)
     return torch.cat([stack, torch.stack(list(groups.values()))]), labels + list(groups)

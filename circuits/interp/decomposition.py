@@ -5,11 +5,8 @@ report's decomposition section.
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 import torch
 
-from circuits.errors import UserError
 from circuits.interp.attribution import (
     component_logits,
     path_components,
@@ -17,18 +14,10 @@ from circuits.interp.attribution import (
     target_ranks,
     with_groups,
 )
-from circuits.interp.sources import attention_sources, format_gap, same_item_shares
+from circuits.interp.frames import component_frame, query_view, sequence_view, visible_window
+from circuits.interp.sources import attention_sources
 
-
-def visible_window(ds, user_id: str, split: str, n_ctx: int) -> tuple[int, int]:
-    """(start, end): `ds.items[start:end]` is the history the model sees before the split's target, which is
-    `ds.items[end]` (test: the user's last item; valid: the one before)."""
-    u = ds.user_index(user_id)
-    lo, hi = ds.offsets[u], ds.offsets[u + 1]
-    if hi - lo < 3:
-        raise UserError(f"sequence {user_id!r} has {hi - lo} items; evaluation needs at least 3")
-    end = hi - (2 if split == "valid" else 1)
-    return max(lo, end - n_ctx), end
+__all__ = ["decompose_sequence", "sequence_cache", "visible_window"]
 
 
 def sequence_cache(model, ds, user_id: str, split: str = "test", query: int | None = None):
@@ -47,16 +36,9 @@ def decompose_sequence(
     """Everything the single-sequence view shows, as plain data (DataFrames). One forward pass (`sequence_cache`)
     for the components and the sources; `cache`: that pass's activations, if at hand (`sequence_cache` of the
     same user, split and query position)."""
-    start, end = visible_window(ds, user_id, split, run.model.cfg.n_ctx)
-    window = ds.items[start:end]
-    if not -len(window) <= pos < len(window):
-        raise UserError(f"--pos {pos} is outside the visible history of {len(window)} items")
-    q = pos % len(window)
-    target = int(ds.items[start + q + 1]) if start + q + 1 < end else int(ds.items[end])
+    start, end, q, target, seq = query_view(ds, user_id, split, run.model.cfg.n_ctx, pos)
     times = ds.timestamps[start:end]
-    seq = pd.DataFrame({"position": np.arange(len(window)), "item_id": ds.item_ids[window], "title": ds.titles[window],
-                        "gap_to_previous": [""] + [format_gap(g) for g in np.diff(times)]})
-    items = torch.tensor(window[: q + 1])[None]  # a copy: the dataset's arrays are read-only memory maps
+    items = torch.tensor(ds.items[start : start + q + 1])[None]  # a copy: the dataset's arrays are read-only maps
     if cache is None:
         cache = sequence_cache(run.model, ds, user_id, split, q)
     decompose = path_components if paths else residual_components
@@ -67,13 +49,6 @@ def decompose_sequence(
     scored = logits.clone()
     scored[:, 0] = float("-inf")
     top_items = scored.topk(min(top, ds.n_items), dim=-1).indices
-    components = pd.DataFrame({
-        "component": labels, "target_logit": logits[:, target].numpy(), "rank": ranks.numpy(),
-        "top_items": [[ds.titles[i] for i in row.tolist()] for row in top_items],
-    })
+    components = component_frame(labels, logits[:, target].numpy(), ranks.numpy(), top_items.numpy(), ds.titles)
     sources = attention_sources(run.model, items[0], target, ds.titles, times[: q + 1], cache=cache)
-    return {
-        "user_id": user_id, "split": split, "query_position": q, "target_item": ds.item_ids[target],
-        "target_title": ds.titles[target], "n_items": ds.n_items, "sequence": seq, "components": components,
-        "sources": sources, "same_item_attention": same_item_shares(sources) if len(sources) else pd.DataFrame(),
-    }
+    return sequence_view(user_id, split, q, target, ds, seq, components, sources)

@@ -15,7 +15,10 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuits.interp.frames import format_gap, same_item_shares, source_frame
 from circuits.model import AttnOnlyTransformer, distance_buckets, strip_left_padding
+
+__all__ = ["attention_sources", "format_gap", "near_vectors", "same_item_shares", "same_item_table"]
 
 
 def attention_sources(
@@ -45,46 +48,21 @@ def attention_sources(
         V = near_vectors(model)
         cos = torch.nn.functional.cosine_similarity(V[items], V[items[q]][None], dim=-1)
         u_t = model.W_U[:, target]
-    rows = []
+    heads = []
     for l, block in enumerate(model.blocks):
         resid = cache[f"blocks.{l}.hook_resid_pre"][0]  # [pos, d_model]
         pattern = cache[f"blocks.{l}.attn.hook_pattern"][0]  # [n_heads, q, k]
         for h in range(model.cfg.n_heads):
             with torch.no_grad():
                 ov_logit = (resid @ block.attn.W_V[h] @ block.attn.W_O[h]) @ u_t  # [pos]
-            for k in range(q + 1):
-                w = float(pattern[h, q, k])
-                rows.append({
-                    "head": f"L{l}H{h}", "key_pos": k, "item": int(items[k]),
-                    "title": None if titles is None else titles[int(items[k])],
-                    "gap": None if timestamps is None else float(timestamps[q] - timestamps[k]),
-                    "weight": w, "ov_logit": float(ov_logit[k]), "contribution": w * float(ov_logit[k]),
-                    "same_item": bool(items[k] == items[q]), "near_same_item": bool(cos[k] >= same_cosine),
-                })
-    return pd.DataFrame(rows)
+            heads.append((f"L{l}H{h}", pattern[h, q].detach().numpy(), ov_logit.detach().numpy()))
+    return source_frame(heads, items.numpy(), q, titles, timestamps, (cos >= same_cosine).numpy())
 
 
 def near_vectors(model) -> Tensor:
     """The item vectors whose cosine says "near-identical": a text or hybrid model's text embeddings E_text
     (the documents' own similarity, the story's question), else the learned W_E. [d_vocab, d]"""
     return (model.E_text if model.cfg.uses_text else model.W_E).detach()
-
-
-def format_gap(seconds: float) -> str:
-    """Seconds → '2.1 d', '3.0 h', '12.5 min', '40 s' ('' for a missing gap)."""
-    if not np.isfinite(seconds):
-        return ""
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if abs(seconds) >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def same_item_shares(sources: pd.DataFrame) -> pd.DataFrame:
-    """Per head: share of the query's attention on the same item, and on near-identical items."""
-    g = sources.assign(same=sources.weight * sources.same_item, near=sources.weight * sources.near_same_item)
-    return g.groupby("head", sort=False)[["same", "near"]].sum().rename(
-        columns={"same": "same_item_share", "near": "near_same_share"})
 
 
 @torch.no_grad()
