@@ -29,19 +29,33 @@ def test_scores_match_dense_computations():
             assert abs(row.qk_self_top - float((qk.argmax(1) == torch.arange(22)).double().mean())) < 1e-9
             bigram = (E @ U)[1:, 1:]
             corr = np.mean([np.corrcoef(ov[i].detach(), bigram[i].detach())[0, 1] for i in range(22)])
-            assert abs(row.ov_bigram_corr - corr) < 1e-4
+            assert abs(row.ov_bigram_corr - corr) < 1e-6
 
 
 @torch.no_grad()
-def test_positional_share_against_a_per_query_loop():
+@pytest.mark.parametrize("attention", ["learned", "learned+time", "learned+distance+time"])
+@pytest.mark.parametrize("positional", [True, False])
+@pytest.mark.parametrize("batch", [2, 64])
+def test_positional_share_against_a_per_query_loop(attention, positional, batch):
     """For each real query with ≥ 2 visible keys: the scores' variance across keys from the terms that involve
-    W_pos (q_full·k_full − q_content·k_content) against the content-only scores' variance, with numpy."""
-    model = model_with()
-    histories = torch.randint(1, 23, (5, 10))
-    histories[0, :4] = 0  # left padding
-    got = positional_share(model, histories)
-    _, cache = model.run_with_cache(histories)
-    pos = cache["hook_pos_embed"].double().numpy()
+    W_pos (q_full·k_full − q_content·k_content) and a distance bias, against that of the rest (content-only scores
+    and a time-gap bias), with numpy; histories of many lengths, in batches of `batch` of similar length."""
+    from circuits.model import distance_buckets, time_buckets
+    from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
+
+    cfg = ModelConfig(d_vocab=23, n_ctx=12, n_layers=2, n_heads=2, d_model=8, d_head=4, positional=positional,
+                      **ATTENTION_VARIANTS[attention])
+    model = with_random_distance_weights(build_model(cfg, 1).eval(), seed=2)
+    histories = torch.randint(1, 23, (7, 10), generator=torch.Generator().manual_seed(0))
+    for row, pad in enumerate((4, 0, 8, 1, 0, 6, 3)):  # left padding
+        histories[row, :pad] = 0
+    times = example_times(10, batch=7)
+    if cfg.static_over == [] and not positional:
+        assert set(positional_share(model, histories, times).values()) == {0.0}
+        return
+    got = positional_share(model, histories, times, batch=batch)
+    _, cache = model.run_with_cache(histories, times=times)
+    pos = cache["hook_pos_embed"].double().numpy() if positional else np.zeros((7, 10, 8))
     for l, block in enumerate(model.blocks):
         resid = cache[f"blocks.{l}.hook_resid_pre"].double().numpy()
         for h in range(2):
@@ -49,14 +63,38 @@ def test_positional_share_against_a_per_query_loop():
             shares = []
             for b in range(len(histories)):
                 real = np.flatnonzero(histories[b].numpy() != 0)
-                for q in real[1:]:
+                dist = np.zeros((10, 10)) if "distance" not in cfg.static_over else \
+                    block.attn.W_dist[h][distance_buckets(len(real), cfg.distance_buckets)].double().numpy()
+                gap = np.zeros((10, 10)) if "time" not in cfg.static_over else \
+                    block.attn.W_time[h][time_buckets(times[b : b + 1, real], cfg.time_buckets)[0]].double().numpy()
+                for i, q in enumerate(real[1:], start=1):
                     keys = real[real <= q]
                     content = resid[b] - pos[b]
                     full = (resid[b, q] @ W_Q) @ (resid[b, keys] @ W_K).T / np.sqrt(4)
-                    content_only = (content[q] @ W_Q) @ (content[keys] @ W_K).T / np.sqrt(4)
-                    v_pos, v_content = np.var(full - content_only), np.var(content_only)
+                    content_qk = (content[q] @ W_Q) @ (content[keys] @ W_K).T / np.sqrt(4)
+                    v_pos = np.var(full - content_qk + dist[i, : i + 1])
+                    v_content = np.var(content_qk + gap[i, : i + 1])
                     shares.append(v_pos / (v_pos + v_content))
-            assert got[f"L{l}H{h}"] == pytest.approx(np.mean(shares), rel=1e-4)
+            assert got[f"L{l}H{h}"] == pytest.approx(np.mean(shares), rel=1e-5)
+
+
+@torch.no_grad()
+def test_layer_inputs_are_the_cached_ones():
+    from circuits.interp.last_position import layer_inputs
+    from tests.helpers import ATTENTION_VARIANTS, example_times
+
+    for n_layers in (1, 3):
+        cfg = ModelConfig(d_vocab=23, n_ctx=12, n_layers=n_layers, n_heads=2, d_model=8, d_head=4,
+                          **ATTENTION_VARIANTS["learned+time"])
+        model = build_model(cfg, 1).eval()
+        x, t = torch.randint(1, 23, (3, 9)), example_times(9, batch=3)
+        x[0, :3] = 0
+        pos, inputs = layer_inputs(model, x, t)
+        _, cache = model.run_with_cache(x, times=t)
+        torch.testing.assert_close(pos, cache["hook_pos_embed"], rtol=0, atol=0)
+        assert len(inputs) == n_layers
+        for l in range(n_layers):
+            torch.testing.assert_close(inputs[l], cache[f"blocks.{l}.hook_resid_pre"], rtol=0, atol=0)
 
 
 @torch.no_grad()

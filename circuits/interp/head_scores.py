@@ -28,7 +28,7 @@ from transformer_lens.utilities import composition_scores
 
 from circuits.interp.circuit_pairs import circuit_factors
 from circuits.interp.threads import one_thread
-from circuits.model import AttnOnlyTransformer, distance_buckets, time_buckets
+from circuits.model import AttnOnlyTransformer, distance_buckets, strip_left_padding, time_buckets
 
 BLOCK = 2048
 
@@ -39,20 +39,31 @@ MAX_BLOCK_ENTRIES = 2**25  # item pairs scored at once: 128 MB per buffer in fp3
 def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None,
                rows: Tensor | None = None) -> tuple[float, float]:
     """(share of rows whose argmax is the diagonal, mean row correlation with `reference`'s rows), over `rows`
-    (source items, default every item; each row exact, against every column)."""
+    (source items, default every item; each row exact, against every column but padding's).
+
+    The argmax reads each row whole, blockwise. The correlations need no item × item block: with R = right and
+    Q = the reference's right factor (padding column dropped, n columns), row i's scores s = lᵢ R and reference
+    row r = mᵢ Q have Σⱼ sⱼ rⱼ = lᵢ (R Qᵀ) mᵢᵀ, Σⱼ sⱼ² = lᵢ (R Rᵀ) lᵢᵀ and Σⱼ sⱼ = lᵢ (R 1), so the centred
+    products are quadratic forms in the rank-sized factors (in float64: the centring subtracts n·mean²)."""
     V = left.shape[0]
     rows = torch.arange(1, V) if rows is None else rows
     block = max(1, min(BLOCK, MAX_BLOCK_ENTRIES // V))
-    self_top, corr = 0, 0.0
+    self_top = 0
     for lo in range(0, len(rows), block):
         idx = rows[lo : lo + block]
         scores = (left[idx] @ right)[:, 1:]  # padding column dropped: column j ↔ item j + 1
         self_top += int((scores.argmax(1) + 1 == idx).sum())
-        if reference is not None:
-            ref = (reference[0][idx] @ reference[1])[:, 1:]
-            a, b = scores - scores.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
-            corr += float(((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-12)).sum())
-    return self_top / len(rows), corr / len(rows)
+    if reference is None:
+        return self_top / len(rows), 0.0
+    L, R = left[rows].double(), right[:, 1:].double()
+    M, Q = reference[0][rows].double(), reference[1][:, 1:].double()
+    n = R.shape[1]
+    s_sum, r_sum = L @ R.sum(1), M @ Q.sum(1)
+    cross = ((L @ (R @ Q.T)) * M).sum(1) - s_sum * r_sum / n
+    s_var = ((L @ (R @ R.T)) * L).sum(1) - s_sum**2 / n
+    r_var = ((M @ (Q @ Q.T)) * M).sum(1) - r_sum**2 / n
+    corr = cross / (s_var.clamp_min(0) * r_var.clamp_min(0)).sqrt().clamp_min(1e-12)
+    return self_top / len(rows), float(corr.mean())
 
 
 def sample_items(d_vocab: int, n: int, seed: int = 0) -> Tensor | None:
@@ -96,11 +107,19 @@ def _key_variance(scores: Tensor, mask: Tensor, n_keys: Tensor | None = None) ->
 
 
 @torch.no_grad()
-def positional_share(model: AttnOnlyTransformer, histories: Tensor, times: Tensor | None = None) -> dict[str, float]:
+def positional_share(model: AttnOnlyTransformer, histories: Tensor, times: Tensor | None = None,
+                     batch: int = 32) -> dict[str, float]:
     """Per head: share of the across-key variance of attention scores due to terms involving W_pos (and a distance
-    bias), against the rest (content alone, and a time-gap bias). Static attention: 1 over position distance alone,
-    0 over time gaps alone, NaN over both (not split); uniform: NaN (no scores). `times`: the histories'
-    timestamps, for attention over time gaps."""
+    bias), against the rest (content alone, and a time-gap bias), averaged over the real queries with two or more
+    visible keys. Static attention: 1 over position distance alone, 0 over time gaps alone, NaN over both (not
+    split); uniform: NaN (no scores). `times`: the histories' timestamps, for attention over time gaps.
+
+    With r = c + p (content and position parts of a layer's input) and W_QK = W_Q W_Kᵀ/√d_head, the scores
+    r W_QK rᵀ split into c W_QK cᵀ (content) and p W_QK rᵀ + c W_QK pᵀ (positional), each formed from the
+    d_head-wide factors; histories are taken in batches of `batch` of similar length with their common padding
+    stripped (`last_position.length_batches`): the work is about Σ length² rather than histories × n_ctx²."""
+    from circuits.interp.last_position import layer_inputs, length_batches
+
     cfg = model.cfg
     if cfg.attention != "learned":
         one_kind = cfg.attention == "static" and not (cfg.distance_buckets and cfg.time_buckets)
@@ -109,37 +128,44 @@ def positional_share(model: AttnOnlyTransformer, histories: Tensor, times: Tenso
     over = cfg.static_over
     if model.W_pos is None and "distance" not in over:
         return {label: 0.0 for label in model.head_labels()}
-    _, cache = model.run_with_cache(histories, times=times, return_type=None)
-    real = (histories != 0).float()
-    real_pairs = (real[:, :, None] * real[:, None, :]).bool()
-    n = histories.shape[1]
-    bucket = time_buckets(times, cfg.time_buckets) if "time" in over else None
-    out = {}
-    for l, block in enumerate(model.blocks):
-        pos_part = cache["hook_pos_embed"] if model.W_pos is not None else torch.zeros_like(cache["hook_embed"])
-        content = cache[f"blocks.{l}.hook_resid_pre"] - pos_part
-        whole = content + pos_part
-        allowed = torch.isfinite(cache[f"blocks.{l}.attn.hook_attn_scores"])  # [b, h, q, k]
-        # the biases [1 or b, h, q, k]; None for none (adding zeros would change no variance, only cost a pass)
-        dist_bias = block.attn.W_dist[:, distance_buckets(n, cfg.distance_buckets)][None] if "distance" in over \
-            else None
-        time_bias = einops.rearrange(block.attn.W_time[:, bucket], "h b q k -> b h q k") if "time" in over else None
-        for h in range(model.cfg.n_heads):
-            W_QK = block.attn.QK.AB[h] / model.cfg.d_head**0.5
-            total = whole @ W_QK @ whole.transpose(1, 2)
-            content_part = content @ W_QK @ content.transpose(1, 2)  # once, for both terms below
-            content_only = content_part if time_bias is None else content_part + time_bias[:, h]
-            positional = total - content_part
-            if dist_bias is not None:
-                positional = positional + dist_bias[:, h]
-            mask = allowed[:, h] & real_pairs
-            n_keys = mask.sum(-1)
-            keys = n_keys.clamp_min(1)
-            weights = mask.float()  # what `scores * mask` multiplies by, converted once for both variances
-            v_pos, v_content = _key_variance(positional, weights, keys), _key_variance(content_only, weights, keys)
-            ok = n_keys > 1
-            out[f"L{l}H{h}"] = float((v_pos / (v_pos + v_content).clamp_min(1e-12))[ok].mean())
-    return out
+    sums, n_queries = np.zeros(cfg.n_layers * cfg.n_heads), 0
+    for rows in length_batches(histories.numpy(), batch):
+        x, t = histories[rows], None if times is None else times[rows]
+        x, t = (strip_left_padding(x), None) if t is None else strip_left_padding(x, t)
+        pos_part, inputs = layer_inputs(model, x, t)
+        n = x.shape[1]
+        real = x != 0
+        weights = (torch.ones(n, n, dtype=torch.bool).tril() & real[:, None, :] & real[:, :, None]).float()
+        n_keys = weights.sum(-1)  # [b, q]: the visible real keys of each real query (0 for a padded one)
+        ok, keys = n_keys > 1, n_keys.clamp_min(1)
+        dist = distance_buckets(n, cfg.distance_buckets) if "distance" in over else None
+        bucket = time_buckets(t, cfg.time_buckets) if "time" in over else None
+        for l, block in enumerate(model.blocks):
+            attn = block.attn
+            whole = inputs[l]
+            content = whole if pos_part is None else whole - pos_part
+            q_c = einops.einsum(content, attn.W_Q, "b p d, h d e -> h b p e") / cfg.d_head**0.5
+            k_c = einops.einsum(content, attn.W_K, "b p d, h d e -> h b p e")
+            if pos_part is not None:
+                q_p = einops.einsum(pos_part, attn.W_Q, "b p d, h d e -> h b p e") / cfg.d_head**0.5
+                k_p = einops.einsum(pos_part, attn.W_K, "b p d, h d e -> h b p e")
+            for h in range(cfg.n_heads):
+                content_only = q_c[h] @ k_c[h].transpose(1, 2)
+                if bucket is not None:
+                    content_only += attn.W_time[h][bucket]
+                positional = None
+                if pos_part is not None:  # p W_QK rᵀ + c W_QK pᵀ as one product of [p | c] and [r | p]
+                    left = torch.cat([q_p[h], q_c[h]], -1)
+                    right = torch.cat([k_c[h] + k_p[h], k_p[h]], -1)
+                    positional = left @ right.transpose(1, 2)
+                if dist is not None:
+                    bias = attn.W_dist[h][dist]
+                    positional = bias.expand(len(x), n, n) if positional is None else positional.add_(bias)
+                v_pos, v_content = _key_variance(positional, weights, keys), _key_variance(content_only, weights, keys)
+                share = v_pos / (v_pos + v_content).clamp_min(1e-12)
+                sums[l * cfg.n_heads + h] += float(share[ok].double().sum())
+        n_queries += int(ok.sum())
+    return {label: float(v / n_queries) if n_queries else float("nan") for label, v in zip(model.head_labels(), sums)}
 
 
 @torch.no_grad()
@@ -173,7 +199,7 @@ def head_scores(model: AttnOnlyTransformer, histories: Tensor | None = None, ite
 def bucket_labels(kind: str, n_buckets: int) -> list[str]:
     """Readable bucket names: distance `self, 1 back, 2–3 back, …`; time `self, < 1 s, [1 s, 2 s), [2 s, 4 s),
     …` (half-open: the upper end belongs to the next bucket); the last bucket is open-ended."""
-    from circuits.interp.sources import format_gap
+    from circuits.interp.frames import format_gap
 
     labels = ["self"]
     for b in range(1, n_buckets):

@@ -144,6 +144,30 @@ def _query(model: AttnOnlyTransformer, layer: int, resid_last: Tensor) -> Tensor
 
 
 @torch.no_grad()
+def layer_inputs(
+    model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], times: Tensor | None = None
+) -> tuple[Tensor | None, list[Tensor]]:
+    """(`hook_pos_embed` [batch, pos, d_model], None without positional embeddings; every layer's input
+    `blocks.{l}.hook_resid_pre` [batch, pos, d_model]) of left-padded `items`, from the model's own forward
+    stopped at the last layer's input: the last layer's attention, which none of them needs, is not run."""
+    names = (["hook_pos_embed"] if model.W_pos is not None else []) + \
+        [f"blocks.{l}.hook_resid_pre" for l in range(model.cfg.n_layers)]
+    got: dict[str, Tensor] = {}
+
+    def keep(x, hook):
+        got[hook.name] = x
+        if hook.name == names[-1]:
+            raise _Stop
+
+    try:
+        with model.hooks(fwd_hooks=[(name, keep) for name in names]):
+            model(items, times, return_type=None)
+    except _Stop:
+        pass
+    return got.get("hook_pos_embed"), [got[f"blocks.{l}.hook_resid_pre"] for l in range(model.cfg.n_layers)]
+
+
+@torch.no_grad()
 def last_position_pass(
     model: AttnOnlyTransformer, items: Int[Tensor, "batch pos"], times: Tensor | None = None
 ) -> LastPosition:
