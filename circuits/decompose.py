@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.all and args.seq_id is None:
         raise UserError("give --seq-id ID (a user id of the log) or --all")
+    if args.top < 1:
+        raise UserError(f"--top must be 1 or more, got {args.top}")
     import pandas as pd
 
     from circuits.interp.frames import format_gap

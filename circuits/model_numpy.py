@@ -2,9 +2,9 @@
 
 Importing torch takes 1.5 s and TransformerLens (which `circuits.model` needs for its hooks) 1.7 s more; a
 one-sequence `python -m circuits.decompose --seq-id` does a few small matrix products. This module computes
-the same activations as `AttnOnlyTransformer.run_with_cache` of one sequence (under the same hook names, without
-the batch axis) from `model.safetensors` with safetensors' numpy side, in float32 as the model does, so that
-command starts in well under a second. It is a second implementation of `circuits.model`'s maths, kept
+the activations a decomposition reads, as `AttnOnlyTransformer.run_with_cache` of one sequence gives them (those
+hook names, without the batch axis, plus the final residual stream), from `model.safetensors` with safetensors'
+numpy side, in float32 as the model does, so that command starts in well under a second. It is a second implementation of `circuits.model`'s maths, kept
 deliberately small (no padding, no batch, no gradients) and tested against it for every attention kind, item
 side and depth (`tests/test_model_numpy.py`): equal to float rounding.
 """
@@ -36,6 +36,38 @@ def time_buckets(times: np.ndarray, n_buckets: int) -> np.ndarray:
     return bucket
 
 
+def state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of `AttnOnlyTransformer(cfg).state_dict()` (tested against it for every config)."""
+    V, D, H, E = cfg.d_vocab, cfg.d_model, cfg.n_heads, cfg.d_head
+    shapes: dict[str, tuple[int, ...]] = {"unseen": (V,)}
+    if cfg.embed_side == "id":
+        shapes["W_E"] = (V, D)
+    if cfg.uses_text:
+        shapes["E_text"] = (V, cfg.d_text)
+    if cfg.embed_side != "id":
+        shapes["W_in"] = (cfg.d_text, D)
+    if cfg.embed_side == "hybrid":
+        shapes["W_E_id"] = (V, D)
+    if cfg.positional:
+        shapes["W_pos"] = (cfg.n_ctx, D)
+    if cfg.unembed_side == "id" and not cfg.tied:
+        shapes["W_U"] = (D, V)
+    if cfg.unembed_side != "id":
+        shapes["W_out"] = (D, cfg.d_text)
+    if cfg.unembed_side == "hybrid":
+        shapes["W_U_id"] = (D, V)
+    for l in range(cfg.n_layers):
+        prefix = f"blocks.{l}.attn."
+        names = ("W_Q", "W_K", "W_V") if cfg.attention == "learned" else ("W_V",)
+        shapes.update({prefix + name: (H, D, E) for name in names})
+        shapes[prefix + "W_O"] = (H, E, D)
+        if cfg.has_static_scores and cfg.distance_buckets:
+            shapes[prefix + "W_dist"] = (H, cfg.distance_buckets)
+        if cfg.has_static_scores and cfg.time_buckets:
+            shapes[prefix + "W_time"] = (H, cfg.time_buckets)
+    return shapes
+
+
 class NumpyModel:
     """A run's weights as float32 numpy arrays (the names of `AttnOnlyTransformer.state_dict()`), with the
     effective W_E rows and W_U of `circuits.model` and the forward of one sequence."""
@@ -47,10 +79,21 @@ class NumpyModel:
 
     @classmethod
     def load(cls, cfg: ModelConfig, path: str | Path) -> NumpyModel:
-        """From a run's `model.safetensors` (every tensor read into memory, as `load_run` does)."""
+        """From a run's `model.safetensors` (every tensor read into memory, as `load_run` does), checked as a strict
+        `load_state_dict` checks: the names and shapes of `state_shapes(cfg)`, nothing missing, nothing extra
+        (`unseen` may be absent: runs written before 0.3). A mismatch is a ValueError."""
         from safetensors.numpy import load_file
 
-        return cls(cfg, load_file(str(path)))
+        weights = load_file(str(path))
+        want = state_shapes(cfg)
+        got = {name: tuple(w.shape) for name, w in weights.items()}
+        got.setdefault("unseen", want["unseen"])
+        if got != want:
+            missing, extra = sorted(want.keys() - got.keys()), sorted(got.keys() - want.keys())
+            shapes = sorted(n for n in want.keys() & got.keys() if want[n] != got[n])
+            raise ValueError(f"the weights do not fit the config: missing {missing}, unexpected {extra}, "
+                             f"other shapes {shapes}")
+        return cls(cfg, weights)
 
     def _w(self, name: str) -> np.ndarray:
         return self.weights[name]

@@ -186,6 +186,7 @@ def _incomplete(path: Path, e: Exception) -> UserError:
 
 def load_run(path: str | Path) -> Run:
     import pandas as pd
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from circuits.model import AttnOnlyTransformer
@@ -199,7 +200,7 @@ def load_run(path: str | Path) -> Run:
         vocab = pd.read_csv(path / "vocab.tsv", sep="\t", dtype={"item_id": str, "title": str}, keep_default_na=False)
         epochs = pd.read_csv(path / "epochs.csv")
         metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, KeyError, ValueError, RuntimeError) as e:
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as e:
         raise _incomplete(path, e) from None
     model.eval()
     return Run(path, model, config, vocab, epochs, metrics)
@@ -207,7 +208,9 @@ def load_run(path: str | Path) -> Run:
 
 def load_run_numpy(path: str | Path):
     """`(path, config, NumpyModel)`: a finished run's config and weights without torch (`circuits.model_numpy`),
-    for the one-sequence decomposition from the shell; the same checks and errors as `load_run`."""
+    for the one-sequence decomposition from the shell. The errors of `load_run`: a missing or unfinished run, and
+    for a run whose files are missing or unreadable or whose weights do not fit its config, "not a complete run
+    directory" (vocab.tsv and epochs.csv are only required to exist: the view reads neither)."""
     from safetensors import SafetensorError
 
     from circuits.model_numpy import NumpyModel

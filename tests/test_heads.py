@@ -33,7 +33,7 @@ def test_scores_match_dense_computations():
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("attention", ["learned", "learned+time", "learned+distance+time"])
+@pytest.mark.parametrize("attention", ["learned", "learned+time", "learned+distance", "learned+distance+time"])
 @pytest.mark.parametrize("positional", [True, False])
 @pytest.mark.parametrize("batch", [2, 64])
 def test_positional_share_against_a_per_query_loop(attention, positional, batch):
@@ -43,8 +43,10 @@ def test_positional_share_against_a_per_query_loop(attention, positional, batch)
     from circuits.model import distance_buckets, time_buckets
     from tests.helpers import ATTENTION_VARIANTS, example_times, with_random_distance_weights
 
+    variants = {**ATTENTION_VARIANTS, "learned+distance": {"attention": "learned", "static_bias": True,
+                                                           "distance_buckets": 3, "time_buckets": 0}}
     cfg = ModelConfig(d_vocab=23, n_ctx=12, n_layers=2, n_heads=2, d_model=8, d_head=4, positional=positional,
-                      **ATTENTION_VARIANTS[attention])
+                      **variants[attention])
     model = with_random_distance_weights(build_model(cfg, 1).eval(), seed=2)
     histories = torch.randint(1, 23, (7, 10), generator=torch.Generator().manual_seed(0))
     for row, pad in enumerate((4, 0, 8, 1, 0, 6, 3)):  # left padding
@@ -79,19 +81,51 @@ def test_positional_share_against_a_per_query_loop(attention, positional, batch)
 
 
 @torch.no_grad()
+def test_positional_share_without_a_query_of_two_keys_is_nan():
+    model = model_with()
+    histories = torch.zeros(3, 6, dtype=torch.long)
+    histories[:, -1] = torch.tensor([3, 4, 5])  # one item each: no query sees two keys
+    assert all(np.isnan(v) for v in positional_share(model, histories).values())
+
+
+@torch.no_grad()
+def test_row_stats_against_dense_rows_for_sampled_items_and_small_gram_blocks(monkeypatch):
+    """`_row_stats` over a sample of source items and with Gram matrices summed over many column blocks, against the
+    dense tables in float64 (offset rows: the centring must not lose the spread)."""
+    import circuits.interp.head_scores as hs
+
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(41, 5, generator=g), torch.randn(5, 41, generator=g)
+    ref_left, ref_right = torch.randn(41, 7, generator=g), torch.randn(7, 41, generator=g)
+    right[0] += 30.0  # a large common offset in every row's scores (left[:, 0] times it)
+    rows = torch.tensor([1, 4, 5, 17, 40])
+    S = (left.double() @ right.double())[:, 1:]
+    B = (ref_left.double() @ ref_right.double())[:, 1:]
+    want_corr = np.mean([np.corrcoef(S[i], B[i])[0, 1] for i in rows.tolist()])
+    want_top = float(np.mean([int(S[i].argmax()) + 1 == i for i in rows.tolist()]))
+    for columns in (2**16, 3):
+        monkeypatch.setattr(hs, "GRAM_COLUMNS", columns)
+        top, corr = hs._row_stats(left, right, (ref_left, ref_right), rows)
+        assert corr == pytest.approx(want_corr, abs=1e-9) and top == want_top
+
+
+@torch.no_grad()
 def test_layer_inputs_are_the_cached_ones():
     from circuits.interp.last_position import layer_inputs
     from tests.helpers import ATTENTION_VARIANTS, example_times
 
-    for n_layers in (1, 3):
+    for n_layers, positional in ((1, True), (3, True), (2, False)):
         cfg = ModelConfig(d_vocab=23, n_ctx=12, n_layers=n_layers, n_heads=2, d_model=8, d_head=4,
-                          **ATTENTION_VARIANTS["learned+time"])
+                          positional=positional, **ATTENTION_VARIANTS["learned+time"])
         model = build_model(cfg, 1).eval()
         x, t = torch.randint(1, 23, (3, 9)), example_times(9, batch=3)
         x[0, :3] = 0
         pos, inputs = layer_inputs(model, x, t)
         _, cache = model.run_with_cache(x, times=t)
-        torch.testing.assert_close(pos, cache["hook_pos_embed"], rtol=0, atol=0)
+        if positional:
+            torch.testing.assert_close(pos, cache["hook_pos_embed"], rtol=0, atol=0)
+        else:
+            assert pos is None
         assert len(inputs) == n_layers
         for l in range(n_layers):
             torch.testing.assert_close(inputs[l], cache[f"blocks.{l}.hook_resid_pre"], rtol=0, atol=0)

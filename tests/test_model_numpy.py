@@ -14,9 +14,10 @@ import torch
 
 from circuits.config import ModelConfig
 from circuits.interp.decomposition import decompose_sequence
-from circuits.interp.decomposition_numpy import decompose_sequence_numpy, top_indices
-from circuits.model import build_model
-from circuits.model_numpy import NumpyModel
+from circuits.interp.decomposition_numpy import decompose_sequence_numpy
+from circuits.interp.frames import top_indices
+from circuits.model import AttnOnlyTransformer, build_model
+from circuits.model_numpy import NumpyModel, state_shapes
 from circuits.runs import save_weights
 from tests.helpers import ATTENTION_VARIANTS, ITEM_SIDE_VARIANTS, example_times, with_random_distance_weights
 
@@ -95,10 +96,39 @@ def test_numpy_forward_rejects_what_the_model_rejects(tmp_path):
         light.run_with_cache(np.arange(1, 14) % 12 + 1, np.arange(13.0))
 
 
-def test_top_indices_are_a_full_sort_cut():
-    scores = np.random.default_rng(0).normal(size=(5, 300)).astype(np.float32)
-    for k in (1, 7, 300):
-        np.testing.assert_array_equal(top_indices(scores, k), np.argsort(-scores, axis=-1)[:, :k])
+def test_top_indices_are_a_full_stable_sort_cut():
+    """Best first, ties by lower index: the first k of a stable sort by descending score (ties and -inf included)."""
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(5, 300)).astype(np.float32)
+    scores[:, 100:140] = scores[:, 7:8]  # ties around a value
+    scores[:, 200:] = -np.inf
+    for k in (1, 7, 30, 120, 300):
+        np.testing.assert_array_equal(top_indices(scores, k), np.argsort(-scores, axis=-1, kind="stable")[:, :k])
+
+
+@pytest.mark.parametrize("attention", list(ATTENTION_VARIANTS))
+@pytest.mark.parametrize("side", list(ITEM_SIDE_VARIANTS))
+@pytest.mark.parametrize("variant", ["", "no-pos", "tied"])
+def test_state_shapes_are_the_models(attention, side, variant):
+    if variant == "tied" and side != "id":
+        return
+    for n_layers in (0, 2):
+        cfg = ModelConfig(d_vocab=D_VOCAB, n_ctx=12, n_layers=n_layers, n_heads=2, d_model=8, d_head=4,
+                          positional=variant != "no-pos", tied=variant == "tied", **ATTENTION_VARIANTS[attention],
+                          **ITEM_SIDE_VARIANTS[side])
+        want = {name: tuple(t.shape) for name, t in AttnOnlyTransformer(cfg).state_dict().items()}
+        assert state_shapes(cfg) == want
+
+
+def test_weights_of_another_config_are_rejected(tmp_path):
+    model = random_model(1, "learned", "id")
+    save_weights(model, tmp_path / "model.safetensors")
+    from dataclasses import replace
+
+    for cfg in (replace(model.cfg, n_layers=2), replace(model.cfg, d_model=16), replace(model.cfg, n_layers=0)):
+        with pytest.raises(ValueError, match="do not fit the config"):
+            NumpyModel.load(cfg, tmp_path / "model.safetensors")
+    NumpyModel.load(model.cfg, tmp_path / "model.safetensors")  # its own config loads
 
 
 class TinyLog:
@@ -135,17 +165,21 @@ def assert_views_equal(got: dict, want: dict) -> None:
 
 
 @pytest.mark.parametrize("n_layers", [0, 1, 2])
-@pytest.mark.parametrize("attention", ["learned", "learned+distance+time", "time", "uniform"])
-@pytest.mark.parametrize("side", ["id", "hybrid", "text-out"])
+@pytest.mark.parametrize("attention", list(ATTENTION_VARIANTS))
+@pytest.mark.parametrize("side", list(ITEM_SIDE_VARIANTS) + ["no-pos", "tied"])
 def test_numpy_view_equals_the_torch_view(tmp_path, n_layers, attention, side):
-    model = random_model(n_layers, attention, side)
+    if side in ("no-pos", "tied"):
+        model = random_model(n_layers, attention, "id", positional=side != "no-pos", tied=side == "tied")
+    else:
+        model = random_model(n_layers, attention, side)
     light, ds = as_numpy(model, tmp_path), TinyLog()
     for user, split, pos in (("u1", "test", -1), ("u1", "valid", 3), ("u2", "test", -1), ("u3", "valid", 0)):
         got = decompose_sequence_numpy(light, ds, user, split, pos, top=4)
         want = decompose_sequence(SimpleNamespace(model=model), ds, user, split, pos, top=4)
         assert_views_equal(got, want)
         assert len(got["sources"]) == n_layers * model.cfg.n_heads * (got["query_position"] + 1)
-    if n_layers and side != "id":  # u1's last query holds item 2, its keys 7 twice: near in text
+    assert ("pos" in got["components"].component.tolist()) == model.cfg.positional
+    if n_layers and model.cfg.uses_text:  # u1's last query holds item 2, its keys 7 twice: near in text
         near = decompose_sequence_numpy(light, ds, "u1")["sources"].query("item == 7").near_same_item
         assert len(near) and near.all()
 
@@ -155,10 +189,12 @@ def test_the_unseen_target_ranks_last_in_both_views(tmp_path):
     item, tied with the other unseen one (ties are pessimistic)."""
     model = random_model(1, "learned", "id", unseen=(3, 8))  # u1's item at position 5 is 3: the target at pos 4
     light, ds = as_numpy(model, tmp_path), TinyLog()
-    got = decompose_sequence_numpy(light, ds, "u1", "test", 4)
-    want = decompose_sequence(SimpleNamespace(model=model), ds, "u1", "test", 4)
+    got = decompose_sequence_numpy(light, ds, "u1", "test", 4, top=11)
+    want = decompose_sequence(SimpleNamespace(model=model), ds, "u1", "test", 4, top=11)
     assert_views_equal(got, want)
     assert (got["components"]["rank"] == ds.n_items).all()
+    # 10 scorable items, then the unseen ones tied at -inf: the lower index first; never padding
+    assert all(top[-1] == "title 3" and "<pad>" not in top for top in got["components"].top_items)
 
 
 @pytest.fixture(scope="module")
@@ -195,13 +231,47 @@ def test_the_command_needs_no_torch_and_prints_what_the_torch_path_prints(tiny_r
     assert "components (rank 1 = best" in text and "main attention sources per head" in text
 
 
-def test_the_command_reports_a_broken_run_in_one_line(tmp_path):
+def test_the_command_reports_bad_input_in_one_line(tiny_run_dir, tmp_path):
+    """Each bad input is a UserError (one line from the shell), on the numpy path and, where it reads the run, on
+    the torch one (`--paths`) alike."""
+    import shutil
+
     from circuits import decompose
     from circuits.errors import UserError
+    from circuits.runs import load_run
 
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("{}")
-    with pytest.raises(UserError, match="not a complete run directory"):
-        decompose.main([str(tmp_path / "run"), "--seq-id", "1"])
-    with pytest.raises(UserError, match="not found"):
-        decompose.main([str(tmp_path / "nothing"), "--seq-id", "1"])
+    user = str(load_run(tiny_run_dir).dataset().user_ids[0])
+
+    def broken(name: str, edit) -> str:
+        run = tmp_path / name
+        shutil.copytree(tiny_run_dir, run)
+        edit(run)
+        return str(run)
+
+    cases = {
+        "not a complete run directory": [
+            broken("no-model", lambda r: (r / "config.json").write_text(json.dumps(
+                {k: v for k, v in json.loads((r / "config.json").read_text()).items() if k != "model"}))),
+            broken("corrupt", lambda r: (r / "model.safetensors").write_bytes(b"not a safetensors file")),
+            broken("no-metrics", lambda r: (r / "metrics.json").unlink()),
+        ],
+        "unfinished": [broken("moved", lambda r: r.rename(r.with_name("moved.partial")))],
+        "not found": [str(tmp_path / "nothing")],
+    }
+    for message, runs in cases.items():
+        for run in runs:
+            for extra in ([], ["--paths"]):
+                with pytest.raises(UserError, match=message):
+                    decompose.main([run, "--seq-id", user, *extra])
+    # a config whose weights do not fit: "not a complete run directory" on both paths
+    other = broken("other-weights", lambda r: None)
+    cfg = json.loads((tiny_run_dir / "config.json").read_text())
+    model = build_model(ModelConfig.from_dict({**cfg["model"], "n_layers": 1}))
+    save_weights(model, Path(other) / "model.safetensors")
+    for extra in ([], ["--paths"]):
+        with pytest.raises(UserError, match="not a complete run directory"):
+            decompose.main([other, "--seq-id", user, *extra])
+    for args, message in ((["--seq-id", "no-such-user"], "no-such-user"), (["--seq-id", user, "--pos", "999"], "--pos"),
+                          (["--seq-id", user, "--top", "0"], "--top")):
+        with pytest.raises(UserError, match=message):
+            decompose.main([str(tiny_run_dir), *args])

@@ -14,7 +14,7 @@ from circuits.interp.attribution import (
     target_ranks,
     with_groups,
 )
-from circuits.interp.frames import component_frame, query_view, sequence_view, visible_window
+from circuits.interp.frames import component_frame, query_view, sequence_view, top_indices, visible_window
 from circuits.interp.sources import attention_sources
 
 __all__ = ["decompose_sequence", "sequence_cache", "visible_window"]
@@ -46,9 +46,7 @@ def decompose_sequence(
                                 run.model.cfg.n_layers)
     logits = component_logits(run.model, stack)[:, 0]  # [n_comp, d_vocab]
     ranks = target_ranks(logits[:, None], torch.tensor([target]))[:, 0]
-    scored = logits.clone()
-    scored[:, 0] = float("-inf")
-    top_items = scored.topk(min(top, ds.n_items), dim=-1).indices
-    components = component_frame(labels, logits[:, target].numpy(), ranks.numpy(), top_items.numpy(), ds.titles)
+    top_items = top_indices(logits[:, 1:].numpy(), min(top, ds.n_items)) + 1  # padding left out; ties: lower index
+    components = component_frame(labels, logits[:, target].numpy(), ranks.numpy(), top_items, ds.titles)
     sources = attention_sources(run.model, items[0], target, ds.titles, times[: q + 1], cache=cache)
     return sequence_view(user_id, split, q, target, ds, seq, components, sources)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from circuits.interp.frames import component_frame, group_sums, query_view, sequence_view, source_frame
+from circuits.interp.frames import component_frame, group_sums, query_view, sequence_view, source_frame, top_indices
 from circuits.model_numpy import NumpyModel
 
 
@@ -31,13 +31,6 @@ def with_groups_numpy(stack: np.ndarray, labels: list[str], n_layers: int) -> tu
     return np.concatenate([stack, np.stack(list(groups.values()))]), labels + list(groups)
 
 
-def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores of each row, best first: [rows, k] (a partition, then a sort of k)."""
-    part = np.argpartition(-scores, k - 1, axis=-1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, -1), axis=-1, kind="stable")
-    return np.take_along_axis(part, order, -1)
-
-
 def decompose_sequence_numpy(model: NumpyModel, ds, user_id: str, split: str = "test", pos: int = -1,
                              top: int = 10, same_cosine: float = 0.9) -> dict:
     """What `decompose_sequence(run, ds, user_id, split, pos, top)` returns, computed in numpy."""
@@ -49,10 +42,8 @@ def decompose_sequence_numpy(model: NumpyModel, ds, user_id: str, split: str = "
     W_U = model.W_U  # [d_model, d_vocab]; a product for text sides, formed once
     logits = model.mask_unscorable(stack @ W_U)  # [n_components, d_vocab]
     ranks = (logits[:, 1:] >= logits[:, target : target + 1]).sum(-1)  # pessimistic, padding excluded
-    scored = logits.copy()
-    scored[:, 0] = -np.inf
-    components = component_frame(labels, logits[:, target], ranks.astype(np.int64),
-                                 top_indices(scored, min(top, ds.n_items)), ds.titles)
+    top_items = top_indices(logits[:, 1:], min(top, ds.n_items)) + 1  # padding left out; ties: lower index
+    components = component_frame(labels, logits[:, target], ranks.astype(np.int64), top_items, ds.titles)
     V = model.near_vectors(items)
     norms = np.linalg.norm(V, axis=-1)
     cos = (V @ V[q]) / np.maximum(norms * norms[q], 1e-8)

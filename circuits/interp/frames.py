@@ -45,6 +45,19 @@ def query_view(ds, user_id: str, split: str, n_ctx: int, pos: int) -> tuple[int,
     return start, end, q, target, seq
 
 
+def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores of each row [rows, k]: best first, ties by lower index (the order of a full
+    stable sort by descending score; a partition per row, then a sort of k)."""
+    k = min(k, scores.shape[-1])
+    out = np.empty((len(scores), k), dtype=np.int64)
+    for i, row in enumerate(scores):
+        kth = np.partition(row, len(row) - k)[len(row) - k]  # the k-th largest value
+        above = np.flatnonzero(row > kth)
+        idx = np.concatenate([above, np.flatnonzero(row == kth)[: k - len(above)]])
+        out[i] = idx[np.lexsort((idx, -row[idx]))]
+    return out
+
+
 def component_frame(labels: list[str], target_logit: np.ndarray, rank: np.ndarray, top_items: np.ndarray,
                     titles) -> pd.DataFrame:
     """One row per component: its target logit, the target's rank, the titles of its top items (`top_items`

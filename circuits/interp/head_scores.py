@@ -36,6 +36,25 @@ BLOCK = 2048
 MAX_BLOCK_ENTRIES = 2**25  # item pairs scored at once: 128 MB per buffer in fp32 (2048 rows up to 16k items)
 
 
+GRAM_COLUMNS = 2**16  # items per block of the Gram matrices (32 MB per factor of 64 rows in float64)
+
+
+def _gram(R: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+    """(R Qᵀ, R Rᵀ, R 1, Q 1, n) in float64 for factors R [r, n] and Q [q, n] (padding column already dropped),
+    over blocks of columns: memory of one block, at any number of items."""
+    n = R.shape[1]
+    RQ = torch.zeros(R.shape[0], Q.shape[0], dtype=torch.float64)
+    RR = torch.zeros(R.shape[0], R.shape[0], dtype=torch.float64)
+    R_sum, Q_sum = torch.zeros(R.shape[0], dtype=torch.float64), torch.zeros(Q.shape[0], dtype=torch.float64)
+    for lo in range(0, n, GRAM_COLUMNS):
+        r, q = R[:, lo : lo + GRAM_COLUMNS].double(), Q[:, lo : lo + GRAM_COLUMNS].double()
+        RQ += r @ q.T
+        RR += r @ r.T
+        R_sum += r.sum(1)
+        Q_sum += q.sum(1)
+    return RQ, RR, R_sum, Q_sum, n
+
+
 def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None,
                rows: Tensor | None = None) -> tuple[float, float]:
     """(share of rows whose argmax is the diagonal, mean row correlation with `reference`'s rows), over `rows`
@@ -44,26 +63,27 @@ def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | N
     The argmax reads each row whole, blockwise. The correlations need no item × item block: with R = right and
     Q = the reference's right factor (padding column dropped, n columns), row i's scores s = lᵢ R and reference
     row r = mᵢ Q have Σⱼ sⱼ rⱼ = lᵢ (R Qᵀ) mᵢᵀ, Σⱼ sⱼ² = lᵢ (R Rᵀ) lᵢᵀ and Σⱼ sⱼ = lᵢ (R 1), so the centred
-    products are quadratic forms in the rank-sized factors (in float64: the centring subtracts n·mean²)."""
+    products are quadratic forms in the rank-sized factors (in float64: the centring subtracts n·mean²); the
+    Gram matrices over blocks of columns, the rows in blocks."""
     V = left.shape[0]
     rows = torch.arange(1, V) if rows is None else rows
     block = max(1, min(BLOCK, MAX_BLOCK_ENTRIES // V))
-    self_top = 0
+    if reference is not None:
+        RQ, RR, R_sum, _, n = _gram(right[:, 1:], reference[1][:, 1:])
+        QQ, _, Q_sum, _, _ = _gram(reference[1][:, 1:], reference[1][:, 1:])
+    self_top, corr = 0, 0.0
     for lo in range(0, len(rows), block):
         idx = rows[lo : lo + block]
         scores = (left[idx] @ right)[:, 1:]  # padding column dropped: column j ↔ item j + 1
         self_top += int((scores.argmax(1) + 1 == idx).sum())
-    if reference is None:
-        return self_top / len(rows), 0.0
-    L, R = left[rows].double(), right[:, 1:].double()
-    M, Q = reference[0][rows].double(), reference[1][:, 1:].double()
-    n = R.shape[1]
-    s_sum, r_sum = L @ R.sum(1), M @ Q.sum(1)
-    cross = ((L @ (R @ Q.T)) * M).sum(1) - s_sum * r_sum / n
-    s_var = ((L @ (R @ R.T)) * L).sum(1) - s_sum**2 / n
-    r_var = ((M @ (Q @ Q.T)) * M).sum(1) - r_sum**2 / n
-    corr = cross / (s_var.clamp_min(0) * r_var.clamp_min(0)).sqrt().clamp_min(1e-12)
-    return self_top / len(rows), float(corr.mean())
+        if reference is not None:
+            L, M = left[idx].double(), reference[0][idx].double()
+            s_sum, r_sum = L @ R_sum, M @ Q_sum
+            cross = ((L @ RQ) * M).sum(1) - s_sum * r_sum / n
+            s_var = ((L @ RR) * L).sum(1) - s_sum**2 / n
+            r_var = ((M @ QQ) * M).sum(1) - r_sum**2 / n
+            corr += float((cross / (s_var.clamp_min(0) * r_var.clamp_min(0)).sqrt().clamp_min(1e-12)).sum())
+    return self_top / len(rows), corr / len(rows)
 
 
 def sample_items(d_vocab: int, n: int, seed: int = 0) -> Tensor | None:
