@@ -4,9 +4,9 @@ Importing torch takes 1.5 s and TransformerLens (which `circuits.model` needs fo
 one-sequence `python -m circuits.decompose --seq-id` does a few small matrix products. This module computes
 the activations a decomposition reads, as `AttnOnlyTransformer.run_with_cache` of one sequence gives them (those
 hook names, without the batch axis, plus the final residual stream), from `model.safetensors` with safetensors'
-numpy side, in float32 as the model does, so that command starts in well under a second. It is a second implementation of `circuits.model`'s maths, kept
-deliberately small (no padding, no batch, no gradients) and tested against it for every attention kind, item
-side and depth (`tests/test_model_numpy.py`): equal to float rounding.
+numpy side, in float32 as the model does, so that command starts in well under a second. It is a second
+implementation of `circuits.model`'s maths, kept deliberately small (no padding, no batch, no gradients) and tested
+against it for every attention kind, item side and depth (`tests/test_model_numpy.py`): equal to float rounding.
 """
 
 from __future__ import annotations

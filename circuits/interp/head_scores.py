@@ -39,20 +39,22 @@ MAX_BLOCK_ENTRIES = 2**25  # item pairs scored at once: 128 MB per buffer in fp3
 GRAM_COLUMNS = 2**16  # items per block of the Gram matrices (32 MB per factor of 64 rows in float64)
 
 
-def _gram(R: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
-    """(R Qᵀ, R Rᵀ, R 1, Q 1, n) in float64 for factors R [r, n] and Q [q, n] (padding column already dropped),
-    over blocks of columns: memory of one block, at any number of items."""
-    n = R.shape[1]
-    RQ = torch.zeros(R.shape[0], Q.shape[0], dtype=torch.float64)
-    RR = torch.zeros(R.shape[0], R.shape[0], dtype=torch.float64)
-    R_sum, Q_sum = torch.zeros(R.shape[0], dtype=torch.float64), torch.zeros(Q.shape[0], dtype=torch.float64)
-    for lo in range(0, n, GRAM_COLUMNS):
+def _gram(R: Tensor, Q: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(R Qᵀ, R Rᵀ, Q Qᵀ, R 1, Q 1) in float64 for factors R [r, n] and Q [q, n] (padding column already dropped),
+    in one pass over blocks of columns: memory of one block, at any number of items."""
+    def zeros(*shape):
+        return torch.zeros(shape, dtype=torch.float64)
+
+    RQ, RR, QQ = zeros(len(R), len(Q)), zeros(len(R), len(R)), zeros(len(Q), len(Q))
+    R_sum, Q_sum = zeros(len(R)), zeros(len(Q))
+    for lo in range(0, R.shape[1], GRAM_COLUMNS):
         r, q = R[:, lo : lo + GRAM_COLUMNS].double(), Q[:, lo : lo + GRAM_COLUMNS].double()
         RQ += r @ q.T
         RR += r @ r.T
+        QQ += q @ q.T
         R_sum += r.sum(1)
         Q_sum += q.sum(1)
-    return RQ, RR, R_sum, Q_sum, n
+    return RQ, RR, QQ, R_sum, Q_sum
 
 
 def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | None = None,
@@ -69,8 +71,8 @@ def _row_stats(left: Tensor, right: Tensor, reference: tuple[Tensor, Tensor] | N
     rows = torch.arange(1, V) if rows is None else rows
     block = max(1, min(BLOCK, MAX_BLOCK_ENTRIES // V))
     if reference is not None:
-        RQ, RR, R_sum, _, n = _gram(right[:, 1:], reference[1][:, 1:])
-        QQ, _, Q_sum, _, _ = _gram(reference[1][:, 1:], reference[1][:, 1:])
+        RQ, RR, QQ, R_sum, Q_sum = _gram(right[:, 1:], reference[1][:, 1:])
+        n = right.shape[1] - 1  # columns without padding's
     self_top, corr = 0, 0.0
     for lo in range(0, len(rows), block):
         idx = rows[lo : lo + block]
